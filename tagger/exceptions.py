@@ -1,0 +1,74 @@
+"""Small named exceptions. Item-level problems carry a reason code stored in ``failures``."""
+
+from __future__ import annotations
+
+
+class TaggerError(Exception):
+    """Base class for errors tagger reports to users with a one-line message."""
+
+
+class ConfigError(TaggerError):
+    """A setting or argument is unusable."""
+
+
+class CatalogueError(TaggerError):
+    """A catalogue file is malformed; the message names the line."""
+
+    def __init__(self, message: str, *, line: int | None = None, source: str | None = None):
+        where = f"{source}:" if source else ""
+        where += f"line {line}: " if line is not None else (" " if source else "")
+        super().__init__(f"{where}{message}")
+        self.line = line
+
+
+class ArtifactError(TaggerError):
+    """A model artifact is missing, incomplete or inconsistent."""
+
+
+class NoActiveModel(TaggerError):
+    """No model version is active; register one with `tagger model register URI --activate`."""
+
+
+class UnknownModelVersion(TaggerError):
+    """A model version that is not registered was named."""
+
+
+class UnknownJob(TaggerError):
+    """A job id that does not exist was named."""
+
+
+class ItemError(TaggerError):
+    """One item could not be tagged. ``reason`` is the code stored in ``failures``."""
+
+    reason = "error"
+    #: transient errors are retried (with back-off) before they become a failure row
+    transient = False
+
+
+class MissingImage(ItemError):
+    reason = "missing_image"
+
+
+class NotAnImage(ItemError):
+    reason = "not_an_image"
+
+
+class CorruptImage(ItemError):
+    reason = "corrupt_image"
+
+
+class TooLarge(ItemError):
+    reason = "too_large"
+
+
+class StorageError(ItemError):
+    """Storage did not answer properly (throttling, timeouts, 5xx) after client retries."""
+
+    reason = "storage_error"
+    transient = True
+
+
+class UnknownItem(ItemError):
+    """A queued item id is not in the items table (deleted since it was queued)."""
+
+    reason = "unknown_item"

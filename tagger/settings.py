@@ -1,0 +1,108 @@
+"""One settings object, read from the environment (``TAGGER_*``) and validated up front.
+
+Entry points (CLI commands, the Celery app, the embedded runner) call ``Settings()``;
+nothing reads the environment at import time. AWS credentials are deliberately *not*
+fields here: boto3 reads the standard ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` /
+``AWS_SESSION_TOKEN`` / ``AWS_PROFILE`` variables itself, so secrets never pass through
+(or get printed by) this object.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TAGGER_", extra="ignore")
+
+    # --- where things live -------------------------------------------------------
+    database_url: str = Field(
+        "sqlite:///tagger.db",
+        description="SQLAlchemy URL. Postgres in production "
+        "(postgresql+psycopg2://user@host/db); SQLite for the embedded mode.",
+    )
+    broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker (Redis).")
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, moto); unset for AWS S3."
+    )
+    s3_region: str = Field("us-east-1", description="Region for the S3 client.")
+    model_cache_dir: Path = Field(
+        Path(".tagger-cache/models"),
+        description="Where model artifacts stored on S3 are downloaded before loading.",
+    )
+
+    # --- batching and fetching ---------------------------------------------------
+    batch_size: int = Field(64, ge=1, le=4096, description="Items per queued task (one model call).")
+    fetch_concurrency: int = Field(16, ge=1, le=256, description="Threads fetching images.")
+    s3_connect_timeout: float = Field(5.0, gt=0, description="Seconds to connect to S3.")
+    s3_read_timeout: float = Field(30.0, gt=0, description="Seconds to wait for S3 data.")
+    s3_max_attempts: int = Field(5, ge=1, le=20, description="boto3 'standard' retry attempts.")
+
+    # --- image limits (decompression bombs, huge files) --------------------------
+    max_image_bytes: int = Field(25_000_000, ge=1, description="Larger objects are too_large.")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Larger images are too_large.")
+
+    # --- workers -------------------------------------------------------------------
+    worker_concurrency: int = Field(
+        1, ge=1, description="Worker processes per `tagger worker` (one per GPU on GPU hosts)."
+    )
+    visibility_timeout: int = Field(
+        3600, ge=60, description="Seconds before Redis re-delivers an unacked batch."
+    )
+    task_max_retries: int = Field(5, ge=0, description="Retries for transient errors.")
+    retry_backoff_max: int = Field(600, ge=1, description="Cap on retry back-off, seconds.")
+    queue: str = Field("tagger", min_length=1, description="Celery queue name.")
+    tf_memory_growth: bool = Field(True, description="Grow GPU memory as needed.")
+    mixed_precision: bool = Field(False, description="Run inference in mixed_float16 on GPUs.")
+
+    log_level: str = Field("INFO", description="Python logging level.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, v: str) -> str:
+        if not v.startswith(("postgresql", "sqlite")):
+            raise ValueError(f"TAGGER_DATABASE_URL must be a postgresql or sqlite URL, got {v!r}")
+        return v
+
+    @field_validator("broker_url")
+    @classmethod
+    def _redis_broker(cls, v: str) -> str:
+        if not v.startswith(("redis://", "rediss://")):
+            raise ValueError("TAGGER_BROKER_URL must be a redis:// or rediss:// URL")
+        return v
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        v = v.upper()
+        if v not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"TAGGER_LOG_LEVEL must be a logging level, got {v!r}")
+        return v
+
+    @property
+    def s3_max_pool_connections(self) -> int:
+        # boto3's pool must hold one connection per fetch thread, or threads queue for
+        # sockets ("Connection pool is full" warnings and lost concurrency).
+        return max(10, self.fetch_concurrency)
+
+    def redacted(self) -> dict[str, object]:
+        """Settings safe to log: passwords in URLs are masked."""
+        from sqlalchemy.engine import make_url
+
+        out: dict[str, object] = self.model_dump()
+        out["database_url"] = make_url(self.database_url).render_as_string(hide_password=True)
+        out["broker_url"] = _mask_url_password(self.broker_url)
+        return out
+
+
+def _mask_url_password(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url

@@ -1,0 +1,97 @@
+"""Fixtures: real Postgres (own database, migrated with Alembic), Redis (own db, flushed
+around each test) and S3 (moto server over HTTP). Factories live in tests/factories.py."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import boto3
+import pytest
+import sqlalchemy as sa
+
+from tests import services
+
+# The tests never talk to real AWS: credentials for moto, set before any client is made.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """URL of a fresh Postgres database for this test run, migrated to head."""
+    with services.postgres_database() as url:
+        services.alembic_upgrade(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def pg_engine(pg_url: str) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(pg_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def db(pg_engine: sa.Engine) -> Iterator[sa.Engine]:
+    """The Postgres engine with every table emptied before the test."""
+    from tagger.db import truncate_all
+
+    truncate_all(pg_engine)
+    yield pg_engine
+
+
+@pytest.fixture
+def session_factory(db: sa.Engine):
+    from tagger.db import make_session_factory
+
+    return make_session_factory(db)
+
+
+@pytest.fixture(scope="session")
+def redis_db() -> int:
+    return services.redis_db_number()
+
+
+@pytest.fixture
+def redis_url(redis_db: int) -> Iterator[str]:
+    """A Redis db of our own, flushed before and after the test."""
+    client = services.redis_client(redis_db)
+    client.flushdb()
+    yield f"redis://{services.REDIS_HOST}:{services.REDIS_PORT}/{redis_db}"
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    with services.moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def s3_client(s3_endpoint: str):
+    return boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+
+
+@pytest.fixture
+def bucket(s3_client) -> str:
+    """A new, empty bucket on the moto server."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def settings_env(monkeypatch, pg_url, redis_url, s3_endpoint, tmp_path):
+    """TAGGER_* variables pointing at the test services; returns a Settings built from them."""
+    from tagger.settings import Settings
+
+    monkeypatch.setenv("TAGGER_DATABASE_URL", pg_url)
+    monkeypatch.setenv("TAGGER_BROKER_URL", redis_url)
+    monkeypatch.setenv("TAGGER_S3_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("TAGGER_MODEL_CACHE_DIR", str(tmp_path / "model-cache"))
+    return Settings()

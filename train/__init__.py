@@ -1,0 +1,1 @@
+"""Model definition, synthetic catalogues and training for tagger."""

@@ -1,0 +1,236 @@
+"""The `tagger` command. Each command builds its own settings, engine and clients."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from tagger.exceptions import TaggerError
+from tagger.settings import Settings
+
+
+class Context:
+    """Lazily built per-command resources (nothing is connected until a command needs it)."""
+
+    def __init__(self) -> None:
+        self._settings: Settings | None = None
+        self._sessions = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            try:
+                self._settings = Settings()
+            except ValueError as exc:  # pydantic's ValidationError: name the bad variable
+                raise TaggerError(f"bad configuration: {exc}".replace("\n", " ")) from None
+        return self._settings
+
+    @property
+    def sessions(self):
+        if self._sessions is None:
+            from tagger.db import make_engine, make_session_factory
+
+            self._sessions = make_session_factory(make_engine(self.settings.database_url))
+        return self._sessions
+
+
+pass_ctx = click.make_pass_decorator(Context, ensure=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tagger")
+def cli() -> None:
+    """Batch auto-tagging of fashion catalogue images (gender + product type)."""
+
+
+# --- db ------------------------------------------------------------------------------
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@pass_ctx
+def db_upgrade(ctx: Context, revision: str) -> None:
+    """Apply the Alembic migrations."""
+    from tagger.db import upgrade
+
+    upgrade(ctx.settings.database_url, revision)
+    click.echo(f"database at {revision}", err=True)
+
+
+# --- model ---------------------------------------------------------------------------
+@cli.group()
+def model() -> None:
+    """Model versions: register, activate, list."""
+
+
+@model.command("register")
+@click.argument("uri")
+@click.option("--version", "version", help="Version id (default: the artifact's content hash).")
+@click.option("--activate", is_flag=True, help="Make it the active version.")
+@pass_ctx
+def model_register(ctx: Context, uri: str, version: str | None, activate: bool) -> None:
+    """Record the model artifact at URI (a folder or s3://bucket/prefix/) as a version."""
+    from tagger.registry import register_artifact
+
+    with ctx.sessions.begin() as session:
+        mv = register_artifact(
+            session=session, settings=ctx.settings, uri=uri, version=version, activate=activate
+        )
+        click.echo(f"{mv.version}{' (active)' if mv.is_active else ''}")
+
+
+@model.command("activate")
+@click.argument("version")
+@pass_ctx
+def model_activate(ctx: Context, version: str) -> None:
+    """Make VERSION the active model; workers switch between batches."""
+    from tagger.registry import activate_model_version
+
+    with ctx.sessions.begin() as session:
+        activate_model_version(session=session, version=version)
+    click.echo(f"{version} (active)")
+
+
+@model.command("list")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@pass_ctx
+def model_list(ctx: Context, fmt: str) -> None:
+    """Registered versions with their metrics and tagged item counts."""
+    from tagger.output import render
+    from tagger.registry import list_model_versions
+
+    with ctx.sessions() as session:
+        rows = [
+            {
+                "version": s.version.version,
+                "active": "yes" if s.version.is_active else "",
+                "tagged_items": s.tagged_items,
+                "image_size": s.version.image_size,
+                "uses_text": s.version.uses_text,
+                "metrics": ", ".join(
+                    f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in (s.version.metrics or {}).items()
+                    if not isinstance(v, (dict, list))
+                ),
+                "artifact_uri": s.version.artifact_uri,
+                "created_at": s.version.created_at,
+            }
+            for s in list_model_versions(session=session)
+        ]
+    render(rows, columns=list(rows[0]) if rows else ["version"], fmt=fmt)
+
+
+# --- import / run / worker -----------------------------------------------------------
+@cli.command("import")
+@click.argument("file", required=False, type=click.Path(path_type=Path))
+@click.option("--s3-prefix", help="Import every image under s3://bucket/prefix/.")
+@click.option("--batch-size", type=click.IntRange(1, 4096), help="Items per task.")
+@pass_ctx
+def import_(ctx: Context, file: Path | None, s3_prefix: str | None, batch_size: int | None) -> None:
+    """Upsert a catalogue (CSV / JSON Lines / image folder) and queue its batches."""
+    from tagger.enqueue import import_and_queue
+
+    if (file is None) == (s3_prefix is None):
+        raise click.UsageError("give either FILE or --s3-prefix")
+    import_and_queue(ctx.settings, ctx.sessions, file=file, s3_prefix=s3_prefix,
+                     batch_size=batch_size or ctx.settings.batch_size)  # fmt: skip
+
+
+@cli.command("run")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--model", "model_uri", help="Register and activate this artifact first.")
+@click.option("--batch-size", type=click.IntRange(1, 4096), help="Items per model call.")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@pass_ctx
+def run(ctx: Context, file: Path, model_uri: str | None, batch_size: int | None, fmt: str) -> None:
+    """Embedded mode: import FILE and tag it in this process (no broker), then print tags."""
+    from tagger.embedded import run_embedded
+
+    run_embedded(ctx.settings, ctx.sessions, file=file, model_uri=model_uri,
+                 batch_size=batch_size or ctx.settings.batch_size, fmt=fmt)  # fmt: skip
+
+
+@cli.command("worker", context_settings={"ignore_unknown_options": True})
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+@pass_ctx
+def worker(ctx: Context, celery_args: tuple[str, ...]) -> None:
+    """Run a Celery worker (extra options go to `celery worker`)."""
+    from tagger.celery_app import create_app
+
+    s = ctx.settings
+    app = create_app(s)
+    args = ["worker", "--loglevel", s.log_level, "-Q", s.queue, "--concurrency",
+            str(s.worker_concurrency), *celery_args]  # fmt: skip
+    app.worker_main(args)
+
+
+# --- tags / jobs ---------------------------------------------------------------------
+TAG_COLUMNS = ["item_id", "gender", "gender_score", "product_type", "product_score",
+               "model_version", "tagged_at"]  # fmt: skip
+
+
+@cli.command("tags")
+@click.option("--gender")
+@click.option("--product-type")
+@click.option("--min-score", type=click.FloatRange(0, 1))
+@click.option("--item", "item_id")
+@click.option("--job", "job_id", type=int)
+@click.option("--model-version")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]))
+@click.option("--limit", type=click.IntRange(1))
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@pass_ctx
+def tags(ctx: Context, fmt: str, **filters) -> None:
+    """Current tags per item (the current_tags view), filtered."""
+    from tagger.output import render
+    from tagger.tags import TagQuery, query_tags
+
+    since: datetime | None = filters.pop("since")
+    query = TagQuery(**filters, since=since)
+    with ctx.sessions() as session:
+        if query.job_id is not None:
+            from tagger.jobs import get_job
+
+            get_job(session=session, job_id=query.job_id)
+        rows = query_tags(session=session, query=query)
+    render(rows, columns=TAG_COLUMNS, fmt=fmt)
+
+
+@cli.command("jobs")
+@click.argument("job_id", required=False, type=int)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@pass_ctx
+def jobs(ctx: Context, job_id: int | None, fmt: str) -> None:
+    """List jobs, or show one job's counts and failures by reason."""
+    from tagger.jobs import describe_jobs
+    from tagger.output import render
+
+    with ctx.sessions() as session:
+        rows = describe_jobs(session=session, job_id=job_id)
+    render(rows, columns=list(rows[0]) if rows else ["id"], fmt=fmt)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cli.main(standalone_mode=False, prog_name="tagger")
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except TaggerError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

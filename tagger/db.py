@@ -1,0 +1,190 @@
+"""Database tables, engines and migrations. The schema is only changed by Alembic migrations
+(migrations/versions); these classes mirror it for queries.
+
+Engines and session factories are made by entry points (CLI, worker process after the fork),
+never at import time: a pool shared across fork hands the same socket to two processes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from tagger.exceptions import ConfigError
+
+JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    __tablename__ = "items"
+
+    item_id: Mapped[str] = mapped_column(sa.String(255), primary_key=True)
+    image_uri: Mapped[str] = mapped_column(sa.Text)
+    title: Mapped[str | None] = mapped_column(sa.Text)
+    fingerprint: Mapped[str | None] = mapped_column(sa.String(128))
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+
+    version: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    artifact_uri: Mapped[str] = mapped_column(sa.Text)
+    gender_labels: Mapped[list[str]] = mapped_column(JSONType)
+    product_labels: Mapped[list[str]] = mapped_column(JSONType)
+    image_size: Mapped[int] = mapped_column(sa.Integer)
+    uses_text: Mapped[bool] = mapped_column(sa.Boolean)
+    metrics: Mapped[dict | None] = mapped_column(JSONType)
+    is_active: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    activated_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+
+
+class Tag(Base):
+    __tablename__ = "tags"
+
+    item_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("items.item_id", ondelete="CASCADE"), primary_key=True
+    )
+    model_version: Mapped[str] = mapped_column(
+        sa.ForeignKey("model_versions.version"), primary_key=True
+    )
+    gender: Mapped[str] = mapped_column(sa.String(64))
+    gender_score: Mapped[float] = mapped_column(sa.Float)
+    product_type: Mapped[str] = mapped_column(sa.String(64))
+    product_score: Mapped[float] = mapped_column(sa.Float)
+    scores: Mapped[dict] = mapped_column(JSONType)
+    tagged_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    source: Mapped[str | None] = mapped_column(sa.Text)
+    status: Mapped[str] = mapped_column(sa.String(16), default="queued")
+    total: Mapped[int] = mapped_column(sa.Integer, default=0)
+    done: Mapped[int] = mapped_column(sa.Integer, default=0)
+    failed: Mapped[int] = mapped_column(sa.Integer, default=0)
+    skipped: Mapped[int] = mapped_column(sa.Integer, default=0)
+    batch_size: Mapped[int] = mapped_column(sa.Integer)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+
+
+class JobItem(Base):
+    """The ledger: which items a job must tag and how far each got. Counters on ``jobs``
+    move only when a row here changes state, so a re-delivered batch counts nothing twice."""
+
+    __tablename__ = "job_items"
+
+    job_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    item_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("items.item_id", ondelete="CASCADE"), primary_key=True
+    )
+    state: Mapped[str] = mapped_column(sa.String(16), default="pending")
+    updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+
+
+class Failure(Base):
+    __tablename__ = "failures"
+
+    item_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("items.item_id", ondelete="CASCADE"), primary_key=True
+    )
+    job_id: Mapped[int | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="SET NULL"))
+    reason: Mapped[str] = mapped_column(sa.String(32))
+    message: Mapped[str] = mapped_column(sa.Text)
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=1)
+    first_seen: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+
+
+current_tags = sa.table(
+    "current_tags",
+    *(
+        sa.column(name)
+        for name in (
+            "item_id", "model_version", "is_active_model", "gender", "gender_score",
+            "product_type", "product_score", "scores", "tagged_at",
+        )
+    ),
+)  # fmt: skip
+
+
+def make_engine(url: str, **kwargs) -> sa.Engine:
+    """An engine for ``url``: pre-ping on Postgres (dropped connections), FKs on SQLite."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30}, **kwargs)
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def make_session_factory(engine: sa.Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def insert(session: Session, table):
+    """A dialect-specific INSERT that supports ``on_conflict_do_update`` (Postgres, SQLite)."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise ConfigError(f"unsupported database dialect {name!r}")
+
+
+def alembic_config(url: str):
+    from alembic.config import Config
+
+    if not (MIGRATIONS_DIR / "env.py").exists():
+        raise ConfigError(f"migrations folder not found at {MIGRATIONS_DIR}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["url"] = url
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Apply migrations up to ``revision`` (what `tagger db upgrade` runs)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)
+
+
+def truncate_all(engine: sa.Engine) -> None:
+    """Empty every table (tests). Postgres: one TRUNCATE; SQLite: DELETE in FK order."""
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for name in tables:
+                conn.execute(sa.text(f"DELETE FROM {name}"))

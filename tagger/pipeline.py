@@ -1,0 +1,192 @@
+"""Tagging one batch: load items → fetch images concurrently → decode → ONE model call →
+write tags, failures and job counters in one transaction.
+
+The Celery task and the embedded runner both use ``BatchTagger``; it holds what one
+process needs (session factory, S3 client, the loaded model) and must be created after
+the fork: TensorFlow, connection pools and boto3 clients do not survive ``fork()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from tagger.batching import unique
+from tagger.db import Item, ModelVersion
+from tagger.exceptions import ItemError, NoActiveModel
+from tagger.images import decode_image
+from tagger.registry import get_active_model_version
+from tagger.settings import Settings
+from tagger.storage import fetch_many, make_s3_client
+from tagger.tags import save_batch
+
+if TYPE_CHECKING:
+    from tagger.model import TaggerModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchOutcome:
+    job_id: int | None
+    model_version: str
+    tagged: list[str] = field(default_factory=list)
+    failed: dict[str, ItemError] = field(default_factory=dict)
+    #: transient errors left for a retry (not written); empty on the final attempt
+    deferred: dict[str, ItemError] = field(default_factory=dict)
+    unknown: list[str] = field(default_factory=list)
+
+
+class BatchTagger:
+    """Tags batches of item ids with the active model version, loading it once per process
+    and re-checking which version is active before every batch."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        session_factory: sessionmaker[Session],
+        *,
+        s3_client_factory: Callable[[], Any] | None = None,
+    ):
+        self.settings = settings
+        self.session_factory = session_factory
+        self._s3_client_factory = s3_client_factory or (lambda: make_s3_client(settings))
+        self._s3_client: Any = None
+        self._model: TaggerModel | None = None
+        self._lock = threading.Lock()
+        self._tf_configured = False
+
+    @property
+    def s3_client(self) -> Any:
+        if self._s3_client is None:
+            self._s3_client = self._s3_client_factory()
+        return self._s3_client
+
+    # --- model ---------------------------------------------------------------------
+    def model_for(self, version: ModelVersion) -> TaggerModel:
+        """The loaded model of ``version``; loads it (once) when the active one changed."""
+        with self._lock:
+            if self._model is None or self._model.version != version.version:
+                # Imported here, not at module top: TensorFlow must first be imported in
+                # the worker *child* process, after the fork.
+                from tagger.model import configure_tensorflow, load_model, resolve_artifact
+
+                if not self._tf_configured:
+                    configure_tensorflow(
+                        memory_growth=self.settings.tf_memory_growth,
+                        mixed_precision=self.settings.mixed_precision,
+                    )
+                    self._tf_configured = True
+                path = resolve_artifact(
+                    version.artifact_uri,
+                    cache_dir=self.settings.model_cache_dir,
+                    s3_client=self.s3_client if version.artifact_uri.startswith("s3://") else None,
+                )
+                previous = self._model.version if self._model else None
+                self._model = load_model(path, version=version.version)
+                log.info("loaded model %s from %s (was %s)", version.version, path, previous)
+            return self._model
+
+    # --- one batch -----------------------------------------------------------------
+    def run(self, job_id: int | None, item_ids: Sequence[str], *, final: bool = True) -> BatchOutcome:
+        ids = unique(item_ids)
+        with self.session_factory() as session:
+            active = get_active_model_version(session=session)
+            if active is None:
+                raise NoActiveModel("no active model version")
+            session.expunge(active)
+            items = {
+                i.item_id: i
+                for i in session.scalars(sa.select(Item).where(Item.item_id.in_(ids)))
+            }
+        model = self.model_for(active)
+        outcome = BatchOutcome(job_id=job_id, model_version=active.version)
+        outcome.unknown = [i for i in ids if i not in items]
+        if outcome.unknown:
+            log.warning("job %s: %d queued items no longer exist", job_id, len(outcome.unknown))
+        present = [i for i in ids if i in items]
+
+        blobs = fetch_many(
+            unique(items[i].image_uri for i in present),
+            s3_client=self.s3_client,
+            concurrency=self.settings.fetch_concurrency,
+            max_bytes=self.settings.max_image_bytes,
+        )
+        pixels = self._decode(present, items, blobs, model.image_size, outcome, final=final)
+
+        good = [i for i in present if i in pixels]
+        predictions = {}
+        if good:
+            batch = np.stack([pixels[i] for i in good])
+            captions = [items[i].title for i in good] if model.uses_text else [None] * len(good)
+            predictions = dict(zip(good, model.predict(batch, captions), strict=True))
+        outcome.tagged = list(predictions)
+
+        with self.session_factory.begin() as session:
+            save_batch(
+                session=session,
+                job_id=job_id,
+                model_version=active.version,
+                predictions=predictions,
+                failures=outcome.failed,
+            )
+        log.info(
+            "job %s: batch of %d → %d tagged, %d failed, %d deferred (model %s, 1 model call)",
+            job_id, len(ids), len(outcome.tagged), len(outcome.failed),
+            len(outcome.deferred), active.version,
+        )  # fmt: skip
+        return outcome
+
+    def record_failed_batch(self, job_id: int | None, item_ids: Sequence[str], error: ItemError) -> None:
+        """Mark every (still existing) item of a batch failed with ``error``."""
+        ids = unique(item_ids)
+        with self.session_factory.begin() as session:
+            known = session.scalars(sa.select(Item.item_id).where(Item.item_id.in_(ids))).all()
+            save_batch(
+                session=session,
+                job_id=job_id,
+                model_version="",
+                predictions={},
+                failures={item_id: error for item_id in known},
+            )
+
+    def _decode(
+        self,
+        ids: list[str],
+        items: dict[str, Item],
+        blobs: dict[str, bytes | ItemError],
+        size: int,
+        outcome: BatchOutcome,
+        *,
+        final: bool,
+    ) -> dict[str, np.ndarray]:
+        def one(item_id: str) -> tuple[str, np.ndarray | ItemError]:
+            blob = blobs[items[item_id].image_uri]
+            if isinstance(blob, ItemError):
+                return item_id, blob
+            try:
+                return item_id, decode_image(
+                    blob, size=size, max_pixels=self.settings.max_image_pixels
+                )
+            except ItemError as exc:
+                return item_id, exc
+
+        pixels: dict[str, np.ndarray] = {}
+        # Pillow releases the GIL while decoding, so a few threads use the cores.
+        with ThreadPoolExecutor(max_workers=max(1, min(4, len(ids)))) as pool:
+            for item_id, result in pool.map(one, ids):
+                if isinstance(result, np.ndarray):
+                    pixels[item_id] = result
+                elif result.transient and not final:
+                    outcome.deferred[item_id] = result
+                else:
+                    outcome.failed[item_id] = result
+        return pixels

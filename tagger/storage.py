@@ -1,0 +1,397 @@
+"""Image storage: the only module that speaks to S3 (boto3) or reads image files.
+
+URIs are ``s3://bucket/key`` (keys are taken literally, not percent-decoded, like the AWS
+CLI does), ``file:///abs/path`` (percent-decoded, as ``Path.as_uri()`` writes them) or a
+plain local path, absolute or relative to the working directory.
+
+Per-item problems never raise out of :func:`fetch_many`; they come back as ItemError
+values so one bad image cannot fail a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import unquote, urlsplit
+
+import boto3
+import botocore.config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from tagger.exceptions import ConfigError, ItemError, MissingImage, StorageError, TooLarge
+
+if TYPE_CHECKING:
+    from tagger.settings import Settings
+
+log = logging.getLogger(__name__)
+
+S3Client = Any  # boto3 clients are generated at run time; no stubs are installed
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_MISSING_CODES = {"NoSuchKey", "NotFound", "404", "NoSuchBucket", "InvalidObjectState"}
+
+
+@dataclass(frozen=True)
+class ParsedUri:
+    scheme: Literal["s3", "file"]
+    bucket: str | None = None  # s3 only
+    key: str | None = None  # s3 only
+    path: Path | None = None  # file only
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}" if self.scheme == "s3" else str(self.path)
+
+
+@dataclass(frozen=True)
+class ListedImage:
+    uri: str  # s3://bucket/key, or an absolute local path
+    key: str  # the object key, or the local path in POSIX form
+    item_id: str  # key relative to the listed prefix, without extension
+    size: int
+    etag: str | None = None  # s3 only, without quotes
+    mtime_ns: int | None = None  # local only
+
+    @property
+    def fingerprint(self) -> str:
+        """Same value :func:`fetch_fingerprint` gives for this object."""
+        if self.etag is not None:
+            return _s3_fingerprint(self.etag, self.size)
+        return _local_fingerprint(self.mtime_ns or 0, self.size)
+
+
+def parse_uri(uri: str, *, allow_empty_key: bool = False) -> ParsedUri:
+    """Parse an image URI or path; ValueError with a clear message when unusable.
+
+    ``allow_empty_key`` accepts ``s3://bucket`` / ``s3://bucket/`` (a listing prefix).
+    """
+    if not uri or not uri.strip():
+        raise ValueError("empty image URI")
+    if "\x00" in uri:
+        raise ValueError(f"image URI contains a NUL byte: {uri!r}")
+    m = _SCHEME.match(uri)
+    if m is None:
+        if uri.startswith("file:"):
+            raise ValueError(f"file URIs must be file:///absolute/path, got {uri!r}")
+        return ParsedUri("file", path=Path(uri))
+    scheme = m.group(1).lower()
+    if scheme == "s3":
+        bucket, _, key = uri[m.end() :].partition("/")
+        if not bucket or not _BUCKET.match(bucket):
+            raise ValueError(f"bad S3 bucket name in {uri!r}; expected s3://bucket/key")
+        if not key and not allow_empty_key:
+            raise ValueError(f"S3 URI has no object key: {uri!r}; expected s3://bucket/key")
+        return ParsedUri("s3", bucket=bucket, key=key)
+    if scheme == "file":
+        parts = urlsplit(uri)
+        if parts.netloc not in ("", "localhost"):
+            raise ValueError(f"file URI names a remote host {parts.netloc!r}: {uri!r}")
+        if not parts.path.startswith("/"):
+            raise ValueError(f"file URIs must be file:///absolute/path, got {uri!r}")
+        return ParsedUri("file", path=Path(unquote(parts.path)))
+    raise ValueError(
+        f"unsupported URI scheme {scheme!r} in {uri!r}; use s3://bucket/key or a local path"
+    )
+
+
+def make_s3_client(settings: Settings) -> S3Client:
+    """One S3 client per process (after the fork), shared by all fetch threads.
+
+    A new Session each call: sessions are not thread-safe and must not cross a fork;
+    the client they make is thread-safe. Credentials come from the standard AWS
+    environment variables / profile, read by boto3 itself, and are never logged here.
+    """
+    config = botocore.config.Config(
+        # 'legacy' (the default) does not retry S3 SlowDown / 503 throttling; 'standard'
+        # does, with jittered exponential back-off.
+        retries={"mode": "standard", "max_attempts": settings.s3_max_attempts},
+        # Without explicit timeouts a stalled connection holds a fetch thread for minutes.
+        connect_timeout=settings.s3_connect_timeout,
+        read_timeout=settings.s3_read_timeout,
+        # At least one pooled connection per fetch thread, or threads queue for sockets
+        # and urllib3 warns "Connection pool is full, discarding connection".
+        max_pool_connections=settings.s3_max_pool_connections,
+    )
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.s3_region,
+        config=config,
+    )
+
+
+def fetch_many(
+    uris: Sequence[str], *, s3_client: S3Client | None, concurrency: int, max_bytes: int
+) -> dict[str, bytes | ItemError]:
+    """Fetch every URI with ``concurrency`` threads sharing ``s3_client``.
+
+    Each value is the object's bytes or an ItemError: MissingImage (no such key, bucket or
+    file, or a URI that does not parse: retrying cannot help), TooLarge (over
+    ``max_bytes``; detected from the size before the body is read), StorageError
+    (transient: throttling, 5xx, timeouts, refused connections after boto3's own retries;
+    also AccessDenied — note S3 answers 403 instead of 404 for a missing key when the
+    caller lacks s3:ListBucket). Raises ConfigError only when there are s3:// URIs and
+    no client. Duplicate URIs are fetched once.
+    """
+    unique = list(dict.fromkeys(uris))
+    if s3_client is None and any(u[:5].lower() == "s3://" for u in unique):
+        raise ConfigError("s3:// image URIs need an S3 client (see make_s3_client)")
+    if not unique:
+        return {}
+    if s3_client is not None:
+        pool_size = s3_client.meta.config.max_pool_connections
+        if concurrency > pool_size:
+            log.warning(
+                "fetch concurrency %d exceeds the S3 client's connection pool (%d); "
+                "threads will wait for connections",
+                concurrency,
+                pool_size,
+            )
+
+    def one(uri: str) -> bytes | ItemError:
+        try:
+            return fetch_one(uri, s3_client=s3_client, max_bytes=max_bytes)
+        except ItemError as e:
+            return e
+        except Exception as e:  # a bug must not take the other items down with it
+            log.exception("unexpected error fetching %s", uri)
+            return StorageError(f"unexpected {type(e).__name__} fetching {uri}: {e}")
+
+    workers = max(1, min(concurrency, len(unique)))
+    if workers == 1:
+        return {u: one(u) for u in unique}
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
+        return dict(zip(unique, pool.map(one, unique), strict=True))
+
+
+def fetch_one(uri: str, *, s3_client: S3Client | None, max_bytes: int) -> bytes:
+    """Fetch one image's bytes; raises the ItemError that :func:`fetch_many` returns."""
+    try:
+        parsed = parse_uri(uri)
+    except ValueError as e:
+        raise MissingImage(f"unsupported image URI: {e}") from None
+    if parsed.scheme == "s3":
+        if s3_client is None:
+            raise ConfigError("s3:// image URIs need an S3 client (see make_s3_client)")
+        return _fetch_s3(s3_client, parsed, max_bytes)
+    assert parsed.path is not None
+    return _fetch_local(parsed.path, max_bytes)
+
+
+def fetch_fingerprint(uri: str, *, s3_client: S3Client | None) -> str | None:
+    """ETag+size (s3, via HEAD) or mtime+size (local) of the image; None if it is missing.
+
+    Raises StorageError when storage does not answer, ValueError for a bad URI.
+    """
+    parsed = parse_uri(uri)
+    if parsed.scheme == "file":
+        assert parsed.path is not None
+        try:
+            st = parsed.path.stat()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StorageError(f"cannot stat {parsed.path}: {e.strerror or e}") from None
+        return _local_fingerprint(st.st_mtime_ns, st.st_size)
+    if s3_client is None:
+        raise ConfigError("s3:// image URIs need an S3 client (see make_s3_client)")
+    try:
+        head = s3_client.head_object(Bucket=parsed.bucket, Key=parsed.key)
+    except ClientError as e:
+        if _error_code(e) in _MISSING_CODES:
+            return None
+        raise _storage_error(e, parsed) from None
+    except BotoCoreError as e:
+        raise _storage_error(e, parsed) from None
+    return _s3_fingerprint(head["ETag"], head["ContentLength"])
+
+
+def list_images(
+    prefix_uri: str,
+    *,
+    s3_client: S3Client | None,
+    extensions: Iterable[str] = IMAGE_EXTENSIONS,
+    page_size: int | None = None,
+) -> Iterator[ListedImage]:
+    """Every image under an ``s3://bucket/prefix/`` or a local directory, in key order.
+
+    The prefix is a folder: ``s3://b/cat/2024`` means ``s3://b/cat/2024/``. Folder marker
+    keys, other extensions (case-insensitive) and hidden files (any path part starting
+    with ".", e.g. macOS ``._x.jpg`` debris) are skipped. ConfigError for a missing bucket
+    or directory, StorageError when S3 fails mid-listing.
+    """
+    exts = tuple(e.lower() for e in extensions)
+    parsed = parse_uri(prefix_uri, allow_empty_key=True)
+    if parsed.scheme == "file":
+        assert parsed.path is not None
+        yield from _list_local(parsed.path, exts)
+        return
+    if s3_client is None:
+        raise ConfigError("listing s3:// needs an S3 client (see make_s3_client)")
+    prefix = _folder(parsed.key or "")
+    pagination = {"PageSize": page_size} if page_size else {}
+    pages = s3_client.get_paginator("list_objects_v2").paginate(
+        Bucket=parsed.bucket, Prefix=prefix, PaginationConfig=pagination
+    )
+    try:
+        for page in pages:
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                rel = key[len(prefix) :]
+                if _wanted(rel, exts):
+                    yield ListedImage(
+                        uri=f"s3://{parsed.bucket}/{key}",
+                        key=key,
+                        item_id=item_id_for(key, prefix),
+                        size=obj["Size"],
+                        etag=obj["ETag"].strip('"'),
+                    )
+    except ClientError as e:
+        if _error_code(e) == "NoSuchBucket":
+            raise ConfigError(f"S3 bucket {parsed.bucket!r} does not exist") from None
+        raise _storage_error(e, parsed) from None
+    except BotoCoreError as e:
+        raise _storage_error(e, parsed) from None
+
+
+def item_id_for(key_or_path: str, prefix: str) -> str:
+    """Item id from a key relative to a folder prefix, without extension.
+
+    ``item_id_for("cat/2024/dresses/123.jpg", "cat/2024/") == "dresses/123"``; a prefix
+    without a trailing "/" is the same folder. ValueError if the key is not under it.
+    """
+    base = _folder(prefix)
+    if not key_or_path.startswith(base) or len(key_or_path) == len(base):
+        raise ValueError(f"{key_or_path!r} is not under {prefix!r}")
+    rel = key_or_path[len(base) :]
+    stem, dot, ext = rel.rpartition(".")
+    # only strip a real extension: not "dir.v2/file" nor a dot-file's leading dot
+    if dot and "/" not in ext and stem and not stem.endswith("/"):
+        return stem
+    return rel
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _fetch_s3(client: S3Client, parsed: ParsedUri, max_bytes: int) -> bytes:
+    try:
+        resp = client.get_object(Bucket=parsed.bucket, Key=parsed.key)
+        body = resp["Body"]
+        length = resp.get("ContentLength")
+        if length is not None and length > max_bytes:
+            body.close()  # drop the connection rather than stream a huge object
+            raise TooLarge(f"{length:,} bytes, limit {max_bytes:,}: {parsed}")
+        # Read at most one byte past the limit, in case no length was sent.
+        data = body.read(max_bytes + 1)
+        body.close()
+    except ClientError as e:
+        if _error_code(e) in _MISSING_CODES:
+            raise MissingImage(f"{_missing_what(e)}: {parsed}") from None
+        raise _storage_error(e, parsed) from None
+    except BotoCoreError as e:  # timeouts, refused/closed connections, broken streams
+        raise _storage_error(e, parsed) from None
+    if len(data) > max_bytes:
+        raise TooLarge(f"over {max_bytes:,} bytes: {parsed}")
+    if length is not None and len(data) != length:
+        raise StorageError(f"short read ({len(data)} of {length} bytes): {parsed}")
+    return data
+
+
+def _fetch_local(path: Path, max_bytes: int) -> bytes:
+    try:
+        with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > max_bytes:
+                raise TooLarge(f"{size:,} bytes, limit {max_bytes:,}: {path}")
+            data = f.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise MissingImage(f"no such file: {path}") from None
+    except (IsADirectoryError, NotADirectoryError):
+        raise MissingImage(f"not a file: {path}") from None
+    except PermissionError:
+        raise StorageError(f"permission denied: {path}") from None
+    except OSError as e:  # I/O errors, stale NFS handles: may pass
+        raise StorageError(f"cannot read {path}: {e.strerror or e}") from None
+    if len(data) > max_bytes:  # grew while we read it
+        raise TooLarge(f"over {max_bytes:,} bytes: {path}")
+    return data
+
+
+def _list_local(root: Path, exts: tuple[str, ...]) -> Iterator[ListedImage]:
+    if not root.is_dir():
+        raise ConfigError(f"not a directory: {root}")
+    root = root.resolve()
+    base = root.as_posix()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            path = Path(dirpath, name)
+            key = path.as_posix()
+            if not _wanted(name, exts):
+                continue
+            try:
+                st = path.stat()
+            except OSError:  # vanished or a dangling link: not an image we can list
+                continue
+            yield ListedImage(
+                uri=str(path),
+                key=key,
+                item_id=item_id_for(key, base),
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+            )
+
+
+def _wanted(rel: str, exts: tuple[str, ...]) -> bool:
+    if not rel or rel.endswith("/"):
+        return False
+    if any(part.startswith(".") for part in rel.split("/")):
+        return False
+    return rel.lower().endswith(exts)
+
+
+def _folder(prefix: str) -> str:
+    return prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+
+def _s3_fingerprint(etag: str, size: int) -> str:
+    etag = etag.strip('"')  # S3 sends ETags quoted; store them bare
+    return f"etag={etag};size={size}"
+
+
+def _local_fingerprint(mtime_ns: int, size: int) -> str:
+    return f"mtime_ns={mtime_ns};size={size}"
+
+
+def _error_code(e: ClientError) -> str:
+    return str(e.response.get("Error", {}).get("Code", ""))
+
+
+def _missing_what(e: ClientError) -> str:
+    code = _error_code(e)
+    if code == "NoSuchBucket":
+        return "no such bucket"
+    if code == "InvalidObjectState":
+        return "object is archived (restore it first)"
+    return "no such object"
+
+
+def _storage_error(e: Exception, parsed: ParsedUri) -> StorageError:
+    if isinstance(e, ClientError):
+        code = _error_code(e)
+        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("AccessDenied", "403"):
+            return StorageError(
+                f"access denied: {parsed} (check credentials and policy; without "
+                "s3:ListBucket a missing key also reads as AccessDenied)"
+            )
+        return StorageError(f"S3 error {code or status}: {parsed}")
+    return StorageError(f"{type(e).__name__}: {e} ({parsed})")

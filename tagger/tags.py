@@ -1,0 +1,149 @@
+"""Writing a batch's results and querying tags."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from tagger.batching import chunked
+from tagger.db import Failure, JobItem, Tag, current_tags, insert, utcnow
+from tagger.exceptions import ItemError
+from tagger.jobs import CHUNK, record_outcomes
+from tagger.scoring import Prediction
+
+
+def save_batch(
+    *,
+    session: Session,
+    job_id: int | None,
+    model_version: str,
+    predictions: Mapping[str, Prediction],
+    failures: Mapping[str, ItemError],
+) -> None:
+    """Upsert tags and failures for one batch and move the job's counters, in the caller's
+    transaction. Rows are sorted by key so concurrent batches lock in the same order (no
+    deadlocks) and de-duplicated (no "cannot affect row a second time")."""
+    now = utcnow()
+    if predictions:
+        stmt = insert(session, Tag)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[Tag.item_id, Tag.model_version],
+            set_={
+                "gender": stmt.excluded.gender,
+                "gender_score": stmt.excluded.gender_score,
+                "product_type": stmt.excluded.product_type,
+                "product_score": stmt.excluded.product_score,
+                "scores": stmt.excluded.scores,
+                "tagged_at": stmt.excluded.tagged_at,
+            },
+        )
+        rows = [
+            {
+                "item_id": item_id,
+                "model_version": model_version,
+                "gender": p.gender,
+                "gender_score": p.gender_score,
+                "product_type": p.product_type,
+                "product_score": p.product_score,
+                "scores": p.scores,
+                "tagged_at": now,
+            }
+            for item_id, p in sorted(predictions.items())
+        ]
+        for chunk in chunked(rows, CHUNK):
+            session.execute(stmt, chunk)
+        # A tagged item is no longer broken.
+        for chunk in chunked(sorted(predictions), CHUNK):
+            session.execute(sa.delete(Failure).where(Failure.item_id.in_(chunk)))
+    if failures:
+        stmt = insert(session, Failure)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[Failure.item_id],
+            set_={
+                "job_id": stmt.excluded.job_id,
+                "reason": stmt.excluded.reason,
+                "message": stmt.excluded.message,
+                "attempts": Failure.attempts + 1,
+                "last_seen": stmt.excluded.last_seen,
+            },
+        )
+        rows = [
+            {
+                "item_id": item_id,
+                "job_id": job_id,
+                "reason": err.reason,
+                "message": str(err)[:2000],
+                "attempts": 1,
+                "first_seen": now,
+                "last_seen": now,
+            }
+            for item_id, err in sorted(failures.items())
+        ]
+        for chunk in chunked(rows, CHUNK):
+            session.execute(stmt, chunk)
+    if job_id is not None:
+        record_outcomes(
+            session=session, job_id=job_id, tagged=list(predictions), failed=list(failures)
+        )
+
+
+@dataclass(frozen=True)
+class TagQuery:
+    gender: str | None = None
+    product_type: str | None = None
+    min_score: float | None = None
+    item_id: str | None = None
+    job_id: int | None = None
+    model_version: str | None = None
+    since: datetime | None = None
+    limit: int | None = None
+
+
+def query_tags(*, session: Session, query: TagQuery) -> list[dict[str, Any]]:
+    """Current tags (the ``current_tags`` view), or one version's tags when it is named.
+
+    ``min_score`` applies to the score of each label filtered on (gender and/or product
+    type); with neither, to the product-type score.
+    """
+    src = Tag.__table__ if query.model_version else current_tags
+    c = src.c
+    stmt = sa.select(
+        c.item_id, c.model_version, c.gender, c.gender_score,
+        c.product_type, c.product_score, c.tagged_at,
+    )  # fmt: skip
+    if query.model_version:
+        stmt = stmt.where(c.model_version == query.model_version)
+    if query.gender:
+        stmt = stmt.where(c.gender == query.gender)
+    if query.product_type:
+        stmt = stmt.where(c.product_type == query.product_type)
+    if query.min_score is not None:
+        if query.gender:
+            stmt = stmt.where(c.gender_score >= query.min_score)
+        if query.product_type or not query.gender:
+            stmt = stmt.where(c.product_score >= query.min_score)
+    if query.item_id:
+        stmt = stmt.where(c.item_id == query.item_id)
+    if query.job_id is not None:
+        in_job = sa.select(JobItem.item_id).where(JobItem.job_id == query.job_id)
+        stmt = stmt.where(c.item_id.in_(in_job))
+    if query.since is not None:
+        stmt = stmt.where(c.tagged_at >= query.since)
+    stmt = stmt.order_by(c.item_id)
+    if query.limit:
+        stmt = stmt.limit(query.limit)
+    return [dict(row._mapping) for row in session.execute(stmt)]
+
+
+def list_failures(*, session: Session, job_id: int | None = None) -> list[Failure]:
+    stmt = sa.select(Failure).order_by(Failure.item_id)
+    if job_id is not None:
+        stmt = stmt.where(
+            Failure.item_id.in_(sa.select(JobItem.item_id).where(JobItem.job_id == job_id))
+        )
+    return list(session.scalars(stmt))

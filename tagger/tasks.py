@@ -1,0 +1,101 @@
+"""Celery tasks. ``tag_batch`` is the one place with a broad ``except``: it records what
+failed and decides whether to retry."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+
+import botocore.exceptions
+import sqlalchemy.exc
+from celery import Celery, Task
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from tagger.celery_app import TAG_BATCH
+from tagger.db import make_engine, make_session_factory
+from tagger.exceptions import BatchError, NoActiveModel
+from tagger.pipeline import BatchTagger
+from tagger.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Errors worth another try: the broker will hand the batch back after a back-off.
+TRANSIENT = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    botocore.exceptions.BotoCoreError,
+    botocore.exceptions.ClientError,
+    NoActiveModel,
+    ConnectionError,
+    TimeoutError,
+)
+
+# Per process, created lazily on the first batch, i.e. after the prefork pool forked.
+_tagger: BatchTagger | None = None
+
+
+def batch_tagger(settings: Settings) -> BatchTagger:
+    global _tagger
+    if _tagger is None:
+        engine = make_engine(settings.database_url)
+        _tagger = BatchTagger(settings, make_session_factory(engine))
+        log.info("worker process %d ready", os.getpid())
+    return _tagger
+
+
+@worker_process_init.connect
+def _forget_parent_state(**_: object) -> None:
+    # Anything inherited from the parent (engine pool, boto3 client, TF) is unusable here.
+    global _tagger
+    _tagger = None
+
+
+@worker_process_shutdown.connect
+def _dispose(**_: object) -> None:
+    if _tagger is not None:
+        _tagger.session_factory.kw["bind"].dispose()
+
+
+def backoff(retries: int, cap: int) -> float:
+    """Exponential back-off with full jitter, so retrying workers don't stampede."""
+    return random.uniform(0, min(cap, 5 * 2**retries))
+
+
+def tag_batch(self: Task, job_id: int | None, item_ids: list[str]) -> dict:
+    settings: Settings = self.app.tagger_settings
+    retries = self.request.retries
+    final = retries >= self.max_retries
+    tagger = batch_tagger(settings)
+    try:
+        outcome = tagger.run(job_id, item_ids, final=final)
+    except TRANSIENT as exc:
+        if final:
+            log.error("job %s: batch of %d gave up after %d retries: %s", job_id,
+                      len(item_ids), retries, exc)  # fmt: skip
+            raise
+        log.warning("job %s: transient error, retry %d: %r", job_id, retries + 1, exc)
+        raise self.retry(exc=exc, countdown=backoff(retries, settings.retry_backoff_max)) from exc
+    except Exception as exc:  # noqa: BLE001 - record the failure so the job can finish
+        log.exception("job %s: batch of %d failed", job_id, len(item_ids))
+        message = f"{type(exc).__name__}: {exc}"[:500]
+        tagger.record_failed_batch(job_id, item_ids, BatchError(message))
+        return {"job_id": job_id, "tagged": 0, "failed": len(item_ids)}
+    if outcome.deferred:
+        # Tag what we could; only the items with transient storage errors go round again.
+        raise self.retry(
+            args=[job_id, sorted(outcome.deferred)],
+            countdown=backoff(retries, settings.retry_backoff_max),
+        )
+    return {"job_id": job_id, "tagged": len(outcome.tagged), "failed": len(outcome.failed)}
+
+
+def register(app: Celery) -> None:
+    settings: Settings = app.tagger_settings
+    app.task(
+        bind=True,
+        name=TAG_BATCH,
+        max_retries=settings.task_max_retries,
+        acks_late=True,
+        reject_on_worker_lost=True,
+    )(tag_batch)

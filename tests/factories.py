@@ -1,0 +1,110 @@
+"""Factories for test data: images (good and broken), catalogues, model artifacts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import struct
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+GENDERS = ["MEN", "WOMEN"]
+PRODUCTS = ["Dresses", "Pants", "Shorts", "Tees_Tanks"]
+BROKEN_KINDS = ("missing", "not_image", "truncated", "too_large")
+EXPECTED_REASON = {
+    "missing": "missing_image",
+    "not_image": "not_an_image",
+    "truncated": "corrupt_image",
+    "too_large": "too_large",
+}
+
+
+def jpeg_bytes(seed: int = 0, size: tuple[int, int] = (48, 64)) -> bytes:
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=80)
+    return buf.getvalue()
+
+
+def png_bomb(width: int = 12_000, height: int = 12_000) -> bytes:
+    """A valid PNG header claiming a huge image (the pixel data is never needed)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF
+        )
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"") + chunk(b"IEND", b"")
+
+
+def broken_bytes(kind: str, seed: int = 0) -> bytes | None:
+    """Bytes for a broken image of ``kind``; None means "do not upload" (missing key)."""
+    if kind == "missing":
+        return None
+    if kind == "not_image":
+        return b"<html>this is not an image</html>"
+    if kind == "truncated":
+        data = jpeg_bytes(seed, (96, 96))
+        return data[: len(data) // 2]
+    if kind == "too_large":
+        return png_bomb()
+    raise ValueError(kind)
+
+
+def make_s3_catalogue(
+    s3_client, bucket: str, *, n: int, broken_every: int = 0, prefix: str = "images"
+) -> tuple[list[dict], dict[str, str]]:
+    """Upload ``n`` images (every ``broken_every``-th one broken, cycling through the kinds)
+    and return (catalogue rows, {broken item_id: expected reason})."""
+    rows, broken = [], {}
+    for i in range(n):
+        item_id = f"sku-{i:05d}"
+        key = f"{prefix}/{item_id}.jpg"
+        if broken_every and i % broken_every == broken_every - 1:
+            kind = BROKEN_KINDS[(i // broken_every) % len(BROKEN_KINDS)]
+            data = broken_bytes(kind, seed=i)
+            broken[item_id] = EXPECTED_REASON[kind]
+        else:
+            data = jpeg_bytes(seed=i)
+        if data is not None:
+            s3_client.put_object(Bucket=bucket, Key=key, Body=data)
+        title = f"{GENDERS[i % 2].lower()} {PRODUCTS[i % len(PRODUCTS)].lower()} number {i}"
+        rows.append({"item_id": item_id, "image_uri": f"s3://{bucket}/{key}", "title": title})
+    return rows, broken
+
+
+def write_csv(path: Path, rows: Iterable[dict], columns: Iterable[str] | None = None) -> Path:
+    rows = list(rows)
+    columns = list(columns or rows[0].keys())
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_jsonl(path: Path, rows: Iterable[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def build_artifact(out: Path, *, image_size: int = 32, use_text: bool = True) -> Path:
+    """An untrained model of the real architecture, saved as an artifact folder."""
+    from tagger.model import save_artifact
+    from train.model import ModelConfig, build_model
+
+    config = ModelConfig(image_size=image_size, use_text=use_text, backbone_weights=None)
+    captions = [f"a {g.lower()} {p.lower()}" for g in GENDERS for p in PRODUCTS]
+    model = build_model(
+        config, gender_labels=GENDERS, product_labels=PRODUCTS, captions=captions
+    )
+    return save_artifact(
+        model, out, config=config, gender_labels=GENDERS, product_labels=PRODUCTS
+    )

@@ -1,0 +1,83 @@
+"""Saving a batch is an idempotent upsert; queries filter the current tags."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from tagger.db import Failure, Item, Tag
+from tagger.exceptions import CorruptImage
+from tagger.jobs import create_job
+from tagger.registry import register_model_version
+from tagger.scoring import Prediction
+from tagger.tags import TagQuery, query_tags, save_batch
+
+
+def _pred(gender, gs, product, ps):
+    return Prediction(gender, gs, product, ps, {"gender": {gender: gs}, "product": {product: ps}})
+
+
+def _setup(session_factory, n=4):
+    with session_factory.begin() as s:
+        register_model_version(
+            session=s, version="v1", artifact_uri="/m", gender_labels=["MEN", "WOMEN"],
+            product_labels=["Dresses", "Pants"], image_size=32, uses_text=False, activate=True,
+        )  # fmt: skip
+        s.add_all([Item(item_id=f"i{k}", image_uri=f"/x/{k}.jpg") for k in range(n)])
+        s.flush()
+        return create_job(session=s, kind="import", source="t",
+                          item_ids=[f"i{k}" for k in range(n)], batch_size=n).id  # fmt: skip
+
+
+def _count(session_factory, model):
+    with session_factory() as s:
+        return s.scalar(sa.select(sa.func.count()).select_from(model))
+
+
+def test_saving_the_same_batch_twice_leaves_one_row_per_item(session_factory):
+    """A re-delivered batch upserts: one tag row per (item, version), one failure per item."""
+    job_id = _setup(session_factory)
+    preds = {"i0": _pred("WOMEN", 0.9, "Dresses", 0.95), "i1": _pred("MEN", 0.8, "Pants", 0.7)}
+    fails = {"i2": CorruptImage("truncated")}
+    for _ in range(2):
+        with session_factory.begin() as s:
+            save_batch(session=s, job_id=job_id, model_version="v1", predictions=preds, failures=fails)
+    assert _count(session_factory, Tag) == 2
+    assert _count(session_factory, Failure) == 1
+    with session_factory() as s:
+        failure = s.get(Failure, "i2")
+        assert (failure.reason, failure.attempts) == ("corrupt_image", 2)
+
+
+def test_tagging_a_failed_item_clears_its_failure(session_factory):
+    """Once an item is tagged, its failure row is gone."""
+    job_id = _setup(session_factory)
+    with session_factory.begin() as s:
+        save_batch(session=s, job_id=job_id, model_version="v1", predictions={},
+                   failures={"i0": CorruptImage("x")})  # fmt: skip
+    with session_factory.begin() as s:
+        save_batch(session=s, job_id=job_id, model_version="v1",
+                   predictions={"i0": _pred("MEN", 0.6, "Pants", 0.6)}, failures={})  # fmt: skip
+    assert _count(session_factory, Failure) == 0
+
+
+def test_query_filters_by_labels_and_score(session_factory):
+    """Gender, product type and min score filter the current tags."""
+    job_id = _setup(session_factory)
+    with session_factory.begin() as s:
+        save_batch(session=s, job_id=job_id, model_version="v1", failures={}, predictions={
+            "i0": _pred("WOMEN", 0.99, "Dresses", 0.95),
+            "i1": _pred("WOMEN", 0.90, "Dresses", 0.50),
+            "i2": _pred("MEN", 0.97, "Pants", 0.91),
+            "i3": _pred("WOMEN", 0.55, "Pants", 0.85),
+        })  # fmt: skip
+    with session_factory() as s:
+        def ids(**kw):
+            return [r["item_id"] for r in query_tags(session=s, query=TagQuery(**kw))]
+
+        assert ids(product_type="Dresses", gender="WOMEN", min_score=0.8) == ["i0"]
+        assert ids(gender="WOMEN", min_score=0.8) == ["i0", "i1"]
+        assert ids(min_score=0.9) == ["i0", "i2"]
+        assert ids(item_id="i3") == ["i3"]
+        assert ids(job_id=job_id, limit=2) == ["i0", "i1"]
+        assert ids(model_version="v1", product_type="Pants") == ["i2", "i3"]
+        assert ids(job_id=job_id + 1) == []

@@ -110,8 +110,10 @@ def make_s3_client(settings: Settings) -> S3Client:
     """
     config = botocore.config.Config(
         # 'legacy' (the default) does not retry S3 SlowDown / 503 throttling; 'standard'
-        # does, with jittered exponential back-off.
-        retries={"mode": "standard", "max_attempts": settings.s3_max_attempts},
+        # does, with jittered exponential back-off. total_max_attempts counts the first
+        # try (like AWS_MAX_ATTEMPTS); botocore's "max_attempts" key would count retries
+        # only, making s3_max_attempts=1 mean two requests.
+        retries={"mode": "standard", "total_max_attempts": settings.s3_max_attempts},
         # Without explicit timeouts a stalled connection holds a fetch thread for minutes.
         connect_timeout=settings.s3_connect_timeout,
         read_timeout=settings.s3_read_timeout,
@@ -329,25 +331,25 @@ def _list_local(root: Path, exts: tuple[str, ...]) -> Iterator[ListedImage]:
     if not root.is_dir():
         raise ConfigError(f"not a directory: {root}")
     root = root.resolve()
-    base = root.as_posix()
+    found = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            path = Path(dirpath, name)
-            key = path.as_posix()
-            if not _wanted(name, exts):
-                continue
-            try:
-                st = path.stat()
-            except OSError:  # vanished or a dangling link: not an image we can list
-                continue
-            yield ListedImage(
-                uri=str(path),
-                key=key,
-                item_id=item_id_for(key, base),
-                size=st.st_size,
-                mtime_ns=st.st_mtime_ns,
-            )
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found += [Path(dirpath, name) for name in filenames if _wanted(name, exts)]
+    # one global sort by POSIX path gives the same order S3 lists keys in
+    base = root.as_posix()
+    for path in sorted(found, key=lambda p: p.as_posix()):
+        try:
+            st = path.stat()
+        except OSError:  # vanished, or a dangling link: nothing to tag
+            continue
+        key = path.as_posix()
+        yield ListedImage(
+            uri=str(path),
+            key=key,
+            item_id=item_id_for(key, base),
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+        )
 
 
 def _wanted(rel: str, exts: tuple[str, ...]) -> bool:

@@ -95,3 +95,11 @@ def settings_env(monkeypatch, pg_url, redis_url, s3_endpoint, tmp_path):
     monkeypatch.setenv("TAGGER_S3_ENDPOINT_URL", s3_endpoint)
     monkeypatch.setenv("TAGGER_MODEL_CACHE_DIR", str(tmp_path / "model-cache"))
     return Settings()
+
+
+@pytest.fixture(scope="session")
+def artifact(tmp_path_factory) -> str:
+    """An untrained model of the real architecture at 32 px, saved once per test run."""
+    from tests.factories import build_artifact
+
+    return str(build_artifact(tmp_path_factory.mktemp("artifact") / "model", image_size=32))

@@ -88,7 +88,9 @@ def test_large_jpeg_uses_reduced_decode_but_keeps_content():
 )
 def test_colour_modes_become_rgb(mode, fmt, colour, expected):
     """Alpha, greyscale, bilevel and CMYK images become RGB; transparency is shown on white."""
-    data = encode(Image.new(mode, (16, 16), colour), fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    data = encode(
+        Image.new(mode, (16, 16), colour), fmt, **({"lossless": True} if fmt == "WEBP" else {})
+    )
     arr = decode_image(data, size=8, max_pixels=LIMIT)
     assert np.abs(arr.astype(int) - expected).max() <= 8
 
@@ -127,12 +129,15 @@ def test_exif_orientation_is_applied(orientation, red_quadrant):
     img.paste(Image.new("RGB", (30, 15), RED), (0, 0))
     exif = Image.Exif()
     exif[0x0112] = orientation
-    arr = decode_image(encode(img, "JPEG", quality=95, exif=exif.tobytes()), size=32, max_pixels=LIMIT)
+    arr = decode_image(
+        encode(img, "JPEG", quality=95, exif=exif.tobytes()), size=32, max_pixels=LIMIT
+    )
     colours = quadrant_colours(arr)
     assert colours[red_quadrant] == RED
     assert sum(c == RED for c in colours.values()) == 1
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
 def test_broken_exif_does_not_lose_the_image():
     """An unreadable EXIF block is ignored; the pixels still decode."""
     data = encode(noise(20, 20), "JPEG", exif=b"Exif\x00\x00MM\x00*garbage")
@@ -181,13 +186,13 @@ def test_over_pixel_limit_is_too_large_before_decoding():
 def test_real_image_over_limit_is_too_large():
     """A genuine (well-compressed) 2000x2000 PNG is TooLarge under a 1 MP limit."""
     data = encode(Image.new("L", (2000, 2000)), "PNG")
-    with pytest.raises(TooLarge, match="4.0 MP"):
+    with pytest.raises(TooLarge, match=r"4\.0 MP"):
         decode_image(data, size=8, max_pixels=1_000_000)
 
 
 def test_decompression_bomb_error_is_too_large():
     """A header claiming 50000x50000 (Pillow's bomb *error*) is TooLarge, even with a huge limit."""
-    with pytest.raises(TooLarge, match="2500.0 MP"):
+    with pytest.raises(TooLarge, match=r"2500\.0 MP"):
         decode_image(png_header_only(50_000, 50_000), size=8, max_pixels=10**12)
 
 

@@ -1,0 +1,338 @@
+"""Storage: URI parsing, fetching from the moto S3 server and local files, listing, failures.
+
+S3 is moto's server over HTTP (tests/conftest.py). Faults moto cannot produce (503
+SlowDown, a stalled read, a lying Content-Length) come from a tiny HTTP server on
+127.0.0.1 that answers like S3 would; boto3 talks to it over a real socket too.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tagger.exceptions import ConfigError, MissingImage, StorageError, TooLarge
+from tagger.settings import Settings
+from tagger.storage import (
+    ParsedUri,
+    fetch_fingerprint,
+    fetch_many,
+    item_id_for,
+    list_images,
+    make_s3_client,
+    parse_uri,
+)
+from tests.services import free_port
+
+MAX = 10_000
+
+
+def blob(i: int, n: int = 500) -> bytes:
+    return bytes((i * 7 + j) % 256 for j in range(n))
+
+
+@pytest.fixture
+def client(s3_endpoint):
+    """A client made the way workers make it, pointed at the moto server."""
+    return make_s3_client(Settings(s3_endpoint_url=s3_endpoint, fetch_concurrency=8))
+
+
+def fast_failing_client(endpoint: str, attempts: int = 1, read_timeout: float = 0.5):
+    return make_s3_client(
+        Settings(
+            s3_endpoint_url=endpoint,
+            s3_max_attempts=attempts,
+            s3_connect_timeout=0.5,
+            s3_read_timeout=read_timeout,
+        )
+    )
+
+
+# --- parse_uri / item_id_for (pure) -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("s3://bucket/a/b.jpg", ParsedUri("s3", bucket="bucket", key="a/b.jpg")),
+        ("S3://bucket/robe été 1.jpg", ParsedUri("s3", bucket="bucket", key="robe été 1.jpg")),
+        ("s3://b.k-1/x%20y.jpg", ParsedUri("s3", bucket="b.k-1", key="x%20y.jpg")),
+        ("file:///data/img%20one.png", ParsedUri("file", path=Path("/data/img one.png"))),
+        ("file://localhost/data/x.png", ParsedUri("file", path=Path("/data/x.png"))),
+        ("/data/x.png", ParsedUri("file", path=Path("/data/x.png"))),
+        ("images/x.png", ParsedUri("file", path=Path("images/x.png"))),
+        ("./x:1.png", ParsedUri("file", path=Path("./x:1.png"))),
+    ],
+)
+def test_parse_uri_accepts_s3_file_and_plain_paths(uri, expected):
+    """s3:// keys are literal, file:// paths are percent-decoded, plain paths pass through."""
+    assert parse_uri(uri) == expected
+
+
+@pytest.mark.parametrize(
+    ("uri", "words"),
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("http://example.com/x.jpg", "unsupported URI scheme 'http'"),
+        ("gs://bucket/x.jpg", "unsupported URI scheme 'gs'"),
+        ("s3://", "bucket"),
+        ("s3://bucket", "no object key"),
+        ("s3://bucket/", "no object key"),
+        ("s3:///key.jpg", "bucket"),
+        ("file://server/share/x.jpg", "remote host"),
+        ("file:x.jpg", "file:///absolute/path"),
+        ("a\x00b.jpg", "NUL"),
+    ],
+)
+def test_parse_uri_rejects_unusable_uris(uri, words):
+    """Unsupported schemes, empty strings and s3 URIs without bucket/key are ValueErrors."""
+    with pytest.raises(ValueError, match=words):
+        parse_uri(uri)
+
+
+def test_parse_uri_allows_bucket_only_prefix_when_asked():
+    """A listing prefix may be a whole bucket."""
+    assert parse_uri("s3://bucket", allow_empty_key=True) == ParsedUri("s3", "bucket", "")
+    assert parse_uri("s3://bucket/", allow_empty_key=True).key == ""
+
+
+@pytest.mark.parametrize(
+    ("key", "prefix", "item_id"),
+    [
+        ("cat/2024/dresses/123.jpg", "cat/2024/", "dresses/123"),
+        ("cat/2024/dresses/123.jpg", "cat/2024", "dresses/123"),
+        ("123.JPEG", "", "123"),
+        ("p/a.b.c.png", "p/", "a.b.c"),
+        ("p/v1.2/noext", "p/", "v1.2/noext"),
+        ("/data/imgs/x/1.webp", "/data/imgs", "x/1"),
+    ],
+)
+def test_item_id_for(key, prefix, item_id):
+    """Item ids are the key relative to the prefix folder, minus the file extension."""
+    assert item_id_for(key, prefix) == item_id
+
+
+@pytest.mark.parametrize(("key", "prefix"), [("cat/2024-old/1.jpg", "cat/2024"), ("a/", "a/")])
+def test_item_id_for_rejects_keys_outside_prefix(key, prefix):
+    """A key outside the prefix folder (or the folder itself) has no item id."""
+    with pytest.raises(ValueError, match="not under"):
+        item_id_for(key, prefix)
+
+
+# --- make_s3_client ----------------------------------------------------------------------
+
+
+def test_make_s3_client_config():
+    """Standard retries, explicit timeouts and a pool at least as large as the fetch threads."""
+    settings = Settings(
+        s3_endpoint_url="http://127.0.0.1:9",
+        fetch_concurrency=32,
+        s3_max_attempts=7,
+        s3_connect_timeout=2.5,
+        s3_read_timeout=11,
+    )
+    config = make_s3_client(settings).meta.config
+    # total_max_attempts includes the first request: 7 means 1 try + 6 retries
+    assert config.retries == {"mode": "standard", "total_max_attempts": 7}
+    assert (config.connect_timeout, config.read_timeout) == (2.5, 11)
+    assert config.max_pool_connections >= 32
+    assert make_s3_client(Settings()).meta.config.max_pool_connections >= 16
+
+
+# --- fetch_many: S3 ----------------------------------------------------------------------
+
+
+def test_fetch_many_from_s3_mixed_results(client, bucket, tmp_path):
+    """One concurrent call returns bytes, MissingImage and TooLarge per item, never raising."""
+    present = {f"s3://{bucket}/imgs/{i:02d}.jpg": blob(i) for i in range(15)}
+    present[f"s3://{bucket}/imgs/robe été 1.jpg"] = blob(99)
+    for uri, data in present.items():
+        client.put_object(Bucket=bucket, Key=parse_uri(uri).key, Body=data)
+    big = [f"s3://{bucket}/imgs/big{i}.jpg" for i in range(2)]
+    for uri in big:
+        client.put_object(Bucket=bucket, Key=parse_uri(uri).key, Body=b"x" * (MAX + 1))
+    missing = [f"s3://{bucket}/imgs/missing{i}.jpg" for i in range(2)]
+    local = tmp_path / "local.png"
+    local.write_bytes(blob(7))
+    odd = ["s3://no-such-bucket-here/x.jpg", "http://example.com/x.jpg", str(local)]
+    uris = [*present, *big, *missing, *odd, next(iter(present))]  # one duplicate
+
+    out = fetch_many(uris, s3_client=client, concurrency=8, max_bytes=MAX)
+
+    assert list(out) == list(dict.fromkeys(uris))
+    assert {u: out[u] for u in present} == present
+    assert out[str(local)] == blob(7)
+    for uri in big:
+        assert isinstance(out[uri], TooLarge) and "10,001 bytes" in str(out[uri])
+    for uri in missing:
+        assert isinstance(out[uri], MissingImage) and uri in str(out[uri])
+    assert isinstance(out[odd[0]], MissingImage) and "no such bucket" in str(out[odd[0]])
+    assert isinstance(out[odd[1]], MissingImage) and "unsupported" in str(out[odd[1]])
+
+
+def test_fetch_many_needs_a_client_for_s3_uris():
+    """s3:// URIs with no client is a configuration error, raised before fetching anything."""
+    with pytest.raises(ConfigError):
+        fetch_many(["s3://b/k.jpg"], s3_client=None, concurrency=2, max_bytes=MAX)
+    assert fetch_many([], s3_client=None, concurrency=2, max_bytes=MAX) == {}
+
+
+def test_refused_connection_is_storage_error():
+    """An endpoint that refuses connections gives transient StorageError items, quickly."""
+    client = fast_failing_client(f"http://127.0.0.1:{free_port()}")
+    started = time.monotonic()
+    out = fetch_many(
+        ["s3://b/1.jpg", "s3://b/2.jpg"], s3_client=client, concurrency=2, max_bytes=MAX
+    )
+    assert time.monotonic() - started < 5
+    for err in out.values():
+        assert isinstance(err, StorageError) and err.transient
+        assert "EndpointConnectionError" in str(err)
+    with pytest.raises(StorageError):
+        fetch_fingerprint("s3://b/1.jpg", s3_client=client)
+
+
+class FaultyS3(BaseHTTPRequestHandler):
+    """Answers GetObject the way a struggling S3 does, chosen by the key name."""
+
+    requests: list[str]
+
+    def do_GET(self):
+        self.requests.append(self.path)
+        if "slowdown" in self.path:
+            body = (
+                b"<Error><Code>SlowDown</Code><Message>Reduce your request rate.</Message></Error>"
+            )
+            self.send_response(503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif "huge" in self.path:  # claims 2 GB, sends a little, then stalls
+            self.send_response(200)
+            self.send_header("Content-Length", str(2 * 10**9))
+            self.end_headers()
+            self.wfile.write(b"x" * 100)
+            time.sleep(3)
+        elif "stall" in self.path:  # headers never come
+            time.sleep(3)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def faulty_s3():
+    FaultyS3.requests = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FaultyS3)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_slowdown_is_retried_then_storage_error(faulty_s3):
+    """503 SlowDown is retried by boto3's standard mode, then reported as StorageError."""
+    client = fast_failing_client(faulty_s3, attempts=2)
+    out = fetch_many(["s3://b/slowdown.jpg"], s3_client=client, concurrency=1, max_bytes=MAX)
+    err = out["s3://b/slowdown.jpg"]
+    assert isinstance(err, StorageError) and "SlowDown" in str(err)
+    assert len(FaultyS3.requests) == 2
+
+
+def test_oversize_object_is_rejected_without_reading_the_body(faulty_s3):
+    """A 2 GB Content-Length is TooLarge at once: the body is never streamed."""
+    client = fast_failing_client(faulty_s3, read_timeout=2)
+    started = time.monotonic()
+    out = fetch_many(["s3://b/huge.jpg"], s3_client=client, concurrency=1, max_bytes=MAX)
+    assert isinstance(out["s3://b/huge.jpg"], TooLarge)
+    assert time.monotonic() - started < 1.5
+
+
+def test_read_timeout_is_storage_error(faulty_s3):
+    """A server that never answers hits the read timeout and becomes StorageError."""
+    client = fast_failing_client(faulty_s3, read_timeout=0.3)
+    out = fetch_many(["s3://b/stall.jpg"], s3_client=client, concurrency=1, max_bytes=MAX)
+    assert isinstance(out["s3://b/stall.jpg"], StorageError)
+    assert "ReadTimeout" in str(out["s3://b/stall.jpg"])
+
+
+# --- fetch_many: local files --------------------------------------------------------------
+
+
+def test_fetch_many_local_files(tmp_path):
+    """Local paths and file:// URIs: bytes, MissingImage for absent files/dirs, TooLarge."""
+    (tmp_path / "a b.jpg").write_bytes(blob(1))
+    (tmp_path / "big.jpg").write_bytes(b"x" * (MAX + 1))
+    (tmp_path / "dir.jpg").mkdir()
+    uris = [
+        str(tmp_path / "a b.jpg"),
+        (tmp_path / "a b.jpg").as_uri(),
+        str(tmp_path / "big.jpg"),
+        str(tmp_path / "nope.jpg"),
+        str(tmp_path / "dir.jpg"),
+    ]
+    out = fetch_many(uris, s3_client=None, concurrency=4, max_bytes=MAX)
+    assert out[uris[0]] == out[uris[1]] == blob(1)
+    assert isinstance(out[uris[2]], TooLarge)
+    assert isinstance(out[uris[3]], MissingImage) and "no such file" in str(out[uris[3]])
+    assert isinstance(out[uris[4]], MissingImage)
+
+
+# --- list_images / fetch_fingerprint -------------------------------------------------------
+
+
+def test_list_images_s3_prefix_with_pagination(client, bucket):
+    """Images under the prefix folder only, nested, in key order, across several pages."""
+    keys = [
+        "cat/2024/dresses/1.jpg",
+        "cat/2024/dresses/2.JPEG",
+        "cat/2024/tops/a/3.png",
+        "cat/2024/tops/4.webp",
+        "cat/2024/5.jpg",
+        "cat/2024/notes.txt",
+        "cat/2024/tops/",  # folder marker
+        "cat/2024/tops/._4.webp",  # macOS debris
+        "cat/2024/.trash/6.jpg",
+        "cat/2024-old/7.jpg",  # sibling prefix: not in the folder
+        "other/8.jpg",
+    ]
+    for i, key in enumerate(keys):
+        client.put_object(Bucket=bucket, Key=key, Body=blob(i, 100 + i))
+
+    listed = list(list_images(f"s3://{bucket}/cat/2024", s3_client=client, page_size=2))
+
+    assert [x.item_id for x in listed] == ["5", "dresses/1", "dresses/2", "tops/4", "tops/a/3"]
+    first = listed[0]
+    assert first.uri == f"s3://{bucket}/cat/2024/5.jpg" and first.key == "cat/2024/5.jpg"
+    assert first.size == 104 and first.etag and '"' not in first.etag
+    assert first.fingerprint == fetch_fingerprint(first.uri, s3_client=client)
+    assert fetch_fingerprint(f"s3://{bucket}/cat/none.jpg", s3_client=client) is None
+    whole = list(list_images(f"s3://{bucket}", s3_client=client))
+    assert len(whole) == 7  # 5 above + cat/2024-old/7.jpg + other/8.jpg
+
+
+def test_list_images_missing_bucket_is_config_error(client):
+    """Listing a bucket that does not exist says so in one line."""
+    with pytest.raises(ConfigError, match="does not exist"):
+        list(list_images("s3://no-such-bucket-here/x/", s3_client=client))
+
+
+def test_list_images_local_directory(tmp_path):
+    """A local folder is walked in sorted order, skipping hidden and non-image files."""
+    rels = ["b/2.png", "a/1.JPG", "0.webp", "c.webp", "readme.md", ".hidden/9.jpg", "a/.x.jpg"]
+    for rel in rels:
+        path = tmp_path / "imgs" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"img")
+    listed = list(list_images(str(tmp_path / "imgs"), s3_client=None))
+    assert [x.item_id for x in listed] == ["0", "a/1", "b/2", "c"]  # S3's key order
+    assert listed[1].uri == str((tmp_path / "imgs" / "a" / "1.JPG").resolve())
+    assert listed[0].fingerprint == fetch_fingerprint(listed[0].uri, s3_client=None)
+    assert fetch_fingerprint(str(tmp_path / "nope.jpg"), s3_client=None) is None
+    with pytest.raises(ConfigError, match="not a directory"):
+        list(list_images(str(tmp_path / "missing"), s3_client=None))

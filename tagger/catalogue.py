@@ -100,7 +100,9 @@ def validate(
                 f"item_id is longer than {MAX_ITEM_ID} characters", line=line, source=source
             )
         if not uri:
-            raise CatalogueError(f"image_uri is empty for item {item_id!r}", line=line, source=source)
+            raise CatalogueError(
+                f"image_uri is empty for item {item_id!r}", line=line, source=source
+            )
         if "://" in uri and not uri.startswith(("s3://", "file://")):
             raise CatalogueError(
                 f"image_uri {uri!r} of item {item_id!r}: only s3:// and local paths are supported",

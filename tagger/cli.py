@@ -139,8 +139,13 @@ def import_(ctx: Context, file: Path | None, s3_prefix: str | None, batch_size: 
 
     if (file is None) == (s3_prefix is None):
         raise click.UsageError("give either FILE or --s3-prefix")
-    import_and_queue(ctx.settings, ctx.sessions, file=file, s3_prefix=s3_prefix,
-                     batch_size=batch_size or ctx.settings.batch_size)  # fmt: skip
+    import_and_queue(
+        ctx.settings,
+        ctx.sessions,
+        file=file,
+        s3_prefix=s3_prefix,
+        batch_size=batch_size or ctx.settings.batch_size,
+    )
 
 
 @cli.command("run")
@@ -153,8 +158,14 @@ def run(ctx: Context, file: Path, model_uri: str | None, batch_size: int | None,
     """Embedded mode: import FILE and tag it in this process (no broker), then print tags."""
     from tagger.embedded import run_embedded
 
-    run_embedded(ctx.settings, ctx.sessions, file=file, model_uri=model_uri,
-                 batch_size=batch_size or ctx.settings.batch_size, fmt=fmt)  # fmt: skip
+    run_embedded(
+        ctx.settings,
+        ctx.sessions,
+        file=file,
+        model_uri=model_uri,
+        batch_size=batch_size or ctx.settings.batch_size,
+        fmt=fmt,
+    )
 
 
 @cli.command("worker", context_settings={"ignore_unknown_options": True})
@@ -166,14 +177,40 @@ def worker(ctx: Context, celery_args: tuple[str, ...]) -> None:
 
     s = ctx.settings
     app = create_app(s)
-    args = ["worker", "--loglevel", s.log_level, "-Q", s.queue, "--concurrency",
-            str(s.worker_concurrency), *celery_args]  # fmt: skip
+    args = [
+        "worker",
+        "--loglevel",
+        s.log_level,
+        "-Q",
+        s.queue,
+        "--concurrency",
+        str(s.worker_concurrency),
+        *celery_args,
+    ]
     app.worker_main(args)
 
 
+@cli.command("beat", context_settings={"ignore_unknown_options": True})
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+@pass_ctx
+def beat(ctx: Context, celery_args: tuple[str, ...]) -> None:
+    """Run the Celery beat scheduler (run exactly one per deployment)."""
+    from tagger.celery_app import create_app
+
+    app = create_app(ctx.settings)
+    app.start(["beat", "--loglevel", ctx.settings.log_level, *celery_args])
+
+
 # --- tags / jobs ---------------------------------------------------------------------
-TAG_COLUMNS = ["item_id", "gender", "gender_score", "product_type", "product_score",
-               "model_version", "tagged_at"]  # fmt: skip
+TAG_COLUMNS = [
+    "item_id",
+    "gender",
+    "gender_score",
+    "product_type",
+    "product_score",
+    "model_version",
+    "tagged_at",
+]
 
 
 @cli.command("tags")

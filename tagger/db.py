@@ -124,11 +124,18 @@ current_tags = sa.table(
     *(
         sa.column(name)
         for name in (
-            "item_id", "model_version", "is_active_model", "gender", "gender_score",
-            "product_type", "product_score", "scores", "tagged_at",
+            "item_id",
+            "model_version",
+            "is_active_model",
+            "gender",
+            "gender_score",
+            "product_type",
+            "product_score",
+            "scores",
+            "tagged_at",
         )
     ),
-)  # fmt: skip
+)
 
 
 def make_engine(url: str, **kwargs) -> sa.Engine:

@@ -17,8 +17,14 @@ from tagger.settings import Settings
 from tagger.sources import load_items
 from tagger.tags import TagQuery, query_tags
 
-TAG_COLUMNS = ["item_id", "gender", "gender_score", "product_type", "product_score",
-               "model_version"]  # fmt: skip
+TAG_COLUMNS = [
+    "item_id",
+    "gender",
+    "gender_score",
+    "product_type",
+    "product_score",
+    "model_version",
+]
 
 
 def run_embedded(

@@ -44,7 +44,10 @@ def create_job(
     for chunk in chunked(list(item_ids), CHUNK):
         session.execute(
             insert(session, JobItem),
-            [{"job_id": job.id, "item_id": i, "state": "pending", "updated_at": now} for i in chunk],
+            [
+                {"job_id": job.id, "item_id": i, "state": "pending", "updated_at": now}
+                for i in chunk
+            ],
         )
     return job
 
@@ -129,16 +132,25 @@ def record_outcomes(
 
 def describe_jobs(*, session: Session, job_id: int | None = None) -> list[dict]:
     """Rows for `tagger jobs`: one job with failures by reason, or the latest jobs."""
-    jobs = [get_job(session=session, job_id=job_id)] if job_id is not None else list_jobs(
-        session=session
+    jobs = (
+        [get_job(session=session, job_id=job_id)]
+        if job_id is not None
+        else list_jobs(session=session)
     )
     rows = []
     for job in jobs:
         row = {
-            "id": job.id, "kind": job.kind, "status": job.status, "total": job.total,
-            "done": job.done, "failed": job.failed, "skipped": job.skipped,
-            "source": job.source, "created_at": job.created_at, "finished_at": job.finished_at,
-        }  # fmt: skip
+            "id": job.id,
+            "kind": job.kind,
+            "status": job.status,
+            "total": job.total,
+            "done": job.done,
+            "failed": job.failed,
+            "skipped": job.skipped,
+            "source": job.source,
+            "created_at": job.created_at,
+            "finished_at": job.finished_at,
+        }
         if job_id is not None:
             counts = failure_counts(session=session, job_id=job.id)
             row["failures"] = ", ".join(f"{r}={n}" for r, n in counts.items())

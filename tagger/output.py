@@ -43,7 +43,9 @@ def render(
 
         table = Table(title=title)
         for c in columns:
-            table.add_column(c, justify="right" if c.endswith(("score", "total", "done")) else "left")
+            table.add_column(
+                c, justify="right" if c.endswith(("score", "total", "done")) else "left"
+            )
         for r in rows:
             table.add_row(*("" if r.get(c) is None else str(_plain(r.get(c))) for c in columns))
         Console(file=out, width=max(100, Console(file=out).width)).print(table)

@@ -96,7 +96,9 @@ class BatchTagger:
             return self._model
 
     # --- one batch -----------------------------------------------------------------
-    def run(self, job_id: int | None, item_ids: Sequence[str], *, final: bool = True) -> BatchOutcome:
+    def run(
+        self, job_id: int | None, item_ids: Sequence[str], *, final: bool = True
+    ) -> BatchOutcome:
         ids = unique(item_ids)
         with self.session_factory() as session:
             active = get_active_model_version(session=session)
@@ -104,8 +106,7 @@ class BatchTagger:
                 raise NoActiveModel("no active model version")
             session.expunge(active)
             items = {
-                i.item_id: i
-                for i in session.scalars(sa.select(Item).where(Item.item_id.in_(ids)))
+                i.item_id: i for i in session.scalars(sa.select(Item).where(Item.item_id.in_(ids)))
             }
         model = self.model_for(active)
         outcome = BatchOutcome(job_id=job_id, model_version=active.version)
@@ -140,12 +141,18 @@ class BatchTagger:
             )
         log.info(
             "job %s: batch of %d → %d tagged, %d failed, %d deferred (model %s, 1 model call)",
-            job_id, len(ids), len(outcome.tagged), len(outcome.failed),
-            len(outcome.deferred), active.version,
-        )  # fmt: skip
+            job_id,
+            len(ids),
+            len(outcome.tagged),
+            len(outcome.failed),
+            len(outcome.deferred),
+            active.version,
+        )
         return outcome
 
-    def record_failed_batch(self, job_id: int | None, item_ids: Sequence[str], error: ItemError) -> None:
+    def record_failed_batch(
+        self, job_id: int | None, item_ids: Sequence[str], error: ItemError
+    ) -> None:
         """Mark every (still existing) item of a batch failed with ``error``."""
         ids = unique(item_ids)
         with self.session_factory.begin() as session:

@@ -35,7 +35,9 @@ class Settings(BaseSettings):
     )
 
     # --- batching and fetching ---------------------------------------------------
-    batch_size: int = Field(64, ge=1, le=4096, description="Items per queued task (one model call).")
+    batch_size: int = Field(
+        64, ge=1, le=4096, description="Items per queued task (one model call)."
+    )
     fetch_concurrency: int = Field(16, ge=1, le=256, description="Threads fetching images.")
     s3_connect_timeout: float = Field(5.0, gt=0, description="Seconds to connect to S3.")
     s3_read_timeout: float = Field(30.0, gt=0, description="Seconds to wait for S3 data.")

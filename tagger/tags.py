@@ -113,9 +113,14 @@ def query_tags(*, session: Session, query: TagQuery) -> list[dict[str, Any]]:
     src = Tag.__table__ if query.model_version else current_tags
     c = src.c
     stmt = sa.select(
-        c.item_id, c.model_version, c.gender, c.gender_score,
-        c.product_type, c.product_score, c.tagged_at,
-    )  # fmt: skip
+        c.item_id,
+        c.model_version,
+        c.gender,
+        c.gender_score,
+        c.product_type,
+        c.product_score,
+        c.tagged_at,
+    )
     if query.model_version:
         stmt = stmt.where(c.model_version == query.model_version)
     if query.gender:

@@ -71,12 +71,17 @@ def tag_batch(self: Task, job_id: int | None, item_ids: list[str]) -> dict:
         outcome = tagger.run(job_id, item_ids, final=final)
     except TRANSIENT as exc:
         if final:
-            log.error("job %s: batch of %d gave up after %d retries: %s", job_id,
-                      len(item_ids), retries, exc)  # fmt: skip
+            log.error(
+                "job %s: batch of %d gave up after %d retries: %s",
+                job_id,
+                len(item_ids),
+                retries,
+                exc,
+            )
             raise
         log.warning("job %s: transient error, retry %d: %r", job_id, retries + 1, exc)
         raise self.retry(exc=exc, countdown=backoff(retries, settings.retry_backoff_max)) from exc
-    except Exception as exc:  # noqa: BLE001 - record the failure so the job can finish
+    except Exception as exc:
         log.exception("job %s: batch of %d failed", job_id, len(item_ids))
         message = f"{type(exc).__name__}: {exc}"[:500]
         tagger.record_failed_batch(job_id, item_ids, BatchError(message))

@@ -37,8 +37,11 @@ def png_bomb(width: int = 12_000, height: int = 12_000) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
         )
 
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"") + chunk(b"IEND", b"")
@@ -102,9 +105,5 @@ def build_artifact(out: Path, *, image_size: int = 32, use_text: bool = True) ->
 
     config = ModelConfig(image_size=image_size, use_text=use_text, backbone_weights=None)
     captions = [f"a {g.lower()} {p.lower()}" for g in GENDERS for p in PRODUCTS]
-    model = build_model(
-        config, gender_labels=GENDERS, product_labels=PRODUCTS, captions=captions
-    )
-    return save_artifact(
-        model, out, config=config, gender_labels=GENDERS, product_labels=PRODUCTS
-    )
+    model = build_model(config, gender_labels=GENDERS, product_labels=PRODUCTS, captions=captions)
+    return save_artifact(model, out, config=config, gender_labels=GENDERS, product_labels=PRODUCTS)

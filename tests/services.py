@@ -20,7 +20,9 @@ import redis
 import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
-PG_ADMIN_URL = os.environ.get("TAGGER_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "TAGGER_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_HOST = os.environ.get("TAGGER_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("TAGGER_TEST_REDIS_PORT", "6379"))
 

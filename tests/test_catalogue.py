@@ -11,10 +11,13 @@ from tests.factories import write_csv, write_jsonl
 
 def test_csv_with_title_is_read(tmp_path):
     """A CSV with item_id, image_uri, title yields one item per row, in order."""
-    path = write_csv(tmp_path / "c.csv", [
-        {"item_id": "a", "image_uri": "s3://b/a.jpg", "title": "Red dress"},
-        {"item_id": "b", "image_uri": "s3://b/b.jpg", "title": ""},
-    ])  # fmt: skip
+    path = write_csv(
+        tmp_path / "c.csv",
+        [
+            {"item_id": "a", "image_uri": "s3://b/a.jpg", "title": "Red dress"},
+            {"item_id": "b", "image_uri": "s3://b/b.jpg", "title": ""},
+        ],
+    )
     items = read_catalogue(path)
     assert [(i.item_id, i.image_uri, i.title) for i in items] == [
         ("a", "s3://b/a.jpg", "Red dress"),
@@ -24,9 +27,12 @@ def test_csv_with_title_is_read(tmp_path):
 
 def test_jsonl_caption_is_used_as_title(tmp_path):
     """JSON Lines rows may carry `caption` instead of `title`; numeric ids become strings."""
-    path = write_jsonl(tmp_path / "c.jsonl", [
-        {"item_id": 7, "image_uri": "s3://b/7.jpg", "caption": "this lady wears a skirt"},
-    ])  # fmt: skip
+    path = write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {"item_id": 7, "image_uri": "s3://b/7.jpg", "caption": "this lady wears a skirt"},
+        ],
+    )
     (item,) = read_catalogue(path)
     assert item.item_id == "7" and item.title == "this lady wears a skirt"
 
@@ -45,14 +51,20 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
         ("item_id,title\na,x\n", "line 1: header is missing image_uri"),
         ("item_id,image_uri\na,s3://b/a.jpg\n,s3://b/x.jpg\n", "line 3: item_id is empty"),
         ("item_id,image_uri\na,s3://b/a.jpg\nb,\n", "line 3: image_uri is empty for item 'b'"),
-        ("item_id,image_uri\na,s3://b/a.jpg\na,s3://b/c.jpg\n", "line 3: duplicate item_id 'a' (first on line 2)"),
+        (
+            "item_id,image_uri\na,s3://b/a.jpg\na,s3://b/c.jpg\n",
+            "line 3: duplicate item_id 'a' (first on line 2)",
+        ),
         ("item_id,image_uri\na,http://x/a.jpg\n", "line 2: image_uri 'http://x/a.jpg'"),
-        ("item_id,image_uri\na,s3://bucket\n", "line 2: image_uri 's3://bucket' of item 'a' has no object key"),
+        (
+            "item_id,image_uri\na,s3://bucket\n",
+            "line 2: image_uri 's3://bucket' of item 'a' has no object key",
+        ),
         ("item_id,image_uri\na,s3://b/a.jpg,extra\n", "line 2: 3 fields, header has 2"),
         ("", "empty file"),
         ("item_id,image_uri\n", "no items in file"),
     ],
-)  # fmt: skip
+)
 def test_malformed_csv_names_the_line(tmp_path, content, expected):
     """Each kind of malformed CSV is refused with a message naming the bad line."""
     path = tmp_path / "bad.csv"
@@ -66,11 +78,14 @@ def test_malformed_csv_names_the_line(tmp_path, content, expected):
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        ('{"item_id": "a", "image_uri": "s3://b/a.jpg"}\n{"item_id": "b", \n', "line 2: invalid JSON"),
+        (
+            '{"item_id": "a", "image_uri": "s3://b/a.jpg"}\n{"item_id": "b", \n',
+            "line 2: invalid JSON",
+        ),
         ('["a", "s3://b/a.jpg"]\n', "line 1: expected a JSON object"),
         ('{"item_id": "a", "image_uri": ["s3://b/a.jpg"]}\n', "line 1: image_uri must be a string"),
     ],
-)  # fmt: skip
+)
 def test_malformed_jsonl_names_the_line(tmp_path, content, expected):
     """Broken JSON Lines are refused with the line number."""
     path = tmp_path / "bad.jsonl"

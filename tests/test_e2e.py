@@ -28,16 +28,31 @@ def env(settings_env, tmp_path) -> dict[str, str]:
 def tagger(env, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "tagger.cli", *args],
-        env=env, capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def start_worker(env, name: str, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tagger.cli", "worker", "-n", f"{name}@%h", "--without-gossip",
-         "--without-mingle", "--without-heartbeat"],
-        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "tagger.cli",
+            "worker",
+            "-n",
+            f"{name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def stop(workers: list[subprocess.Popen]) -> None:
@@ -63,7 +78,9 @@ def wait_for_job(engine: sa.Engine, job_id: int, workers, timeout: float = 420) 
     raise AssertionError(f"job {job_id} did not finish: {row}")
 
 
-def test_500_items_two_workers_one_tag_per_good_item(db, env, s3_client, bucket, artifact, tmp_path):
+def test_500_items_two_workers_one_tag_per_good_item(
+    db, env, s3_client, bucket, artifact, tmp_path
+):
     """500 items, 5% broken, two worker processes: one current tag per good item, one failure
     per broken item, counters that add up; importing again queues nothing."""
     rows, broken = make_s3_catalogue(s3_client, bucket, n=500, broken_every=20)
@@ -85,7 +102,9 @@ def test_500_items_two_workers_one_tag_per_good_item(db, env, s3_client, bucket,
 
     assert (job.total, job.done, job.failed) == (500, 475, 25)
     with db.connect() as conn:
-        current = conn.execute(sa.select(current_tags.c.item_id, current_tags.c.model_version)).all()
+        current = conn.execute(
+            sa.select(current_tags.c.item_id, current_tags.c.model_version)
+        ).all()
         failures = dict(conn.execute(sa.select(Failure.item_id, Failure.reason)).all())
     good = {r["item_id"] for r in rows} - set(broken)
     assert sorted(r.item_id for r in current) == sorted(good)  # exactly one per good item

@@ -16,13 +16,21 @@ from tagger.tags import save_batch
 
 def _activate(session, version="v1"):
     register_model_version(
-        session=session, version=version, artifact_uri="/m", gender_labels=["MEN", "WOMEN"],
-        product_labels=["Dresses"], image_size=32, uses_text=False, activate=True,
-    )  # fmt: skip
+        session=session,
+        version=version,
+        artifact_uri="/m",
+        gender_labels=["MEN", "WOMEN"],
+        product_labels=["Dresses"],
+        image_size=32,
+        uses_text=False,
+        activate=True,
+    )
 
 
 def _items(n, uri="s3://b/{}.jpg"):
-    return [CatalogueItem(item_id=f"i{k}", image_uri=uri.format(k), title=f"t{k}") for k in range(n)]
+    return [
+        CatalogueItem(item_id=f"i{k}", image_uri=uri.format(k), title=f"t{k}") for k in range(n)
+    ]
 
 
 PRED = Prediction("WOMEN", 0.9, "Dresses", 0.8, {"gender": {}, "product": {}})
@@ -42,8 +50,13 @@ def test_second_import_of_same_file_duplicates_nothing(session_factory):
     with session_factory.begin() as s:
         _activate(s)
         first = import_items(session=s, items=_items(5), source="c.csv", batch_size=4)
-        save_batch(session=s, job_id=first.job.id, model_version="v1",
-                   predictions={f"i{k}": PRED for k in range(5)}, failures={})  # fmt: skip
+        save_batch(
+            session=s,
+            job_id=first.job.id,
+            model_version="v1",
+            predictions={f"i{k}": PRED for k in range(5)},
+            failures={},
+        )
     with session_factory.begin() as s:
         second = import_items(session=s, items=_items(5), source="c.csv", batch_size=4)
     assert second.batches == [] and second.unchanged == 5
@@ -59,8 +72,13 @@ def test_changed_image_is_queued_again(session_factory):
     with session_factory.begin() as s:
         _activate(s)
         first = import_items(session=s, items=_items(3), source="c.csv", batch_size=10)
-        save_batch(session=s, job_id=first.job.id, model_version="v1",
-                   predictions={f"i{k}": PRED for k in range(3)}, failures={})  # fmt: skip
+        save_batch(
+            session=s,
+            job_id=first.job.id,
+            model_version="v1",
+            predictions={f"i{k}": PRED for k in range(3)},
+            failures={},
+        )
     moved = _items(3)
     moved[1] = CatalogueItem(item_id="i1", image_uri="s3://b/new.jpg", title="t1")
     with session_factory.begin() as s:

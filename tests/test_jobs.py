@@ -15,7 +15,9 @@ def _job(session_factory, n=6):
     with session_factory.begin() as s:
         s.add_all([Item(item_id=f"i{k}", image_uri=f"/x/{k}.jpg") for k in range(n)])
         s.flush()
-        return create_job(session=s, kind="import", source="t", item_ids=[f"i{k}" for k in range(n)], batch_size=3).id
+        return create_job(
+            session=s, kind="import", source="t", item_ids=[f"i{k}" for k in range(n)], batch_size=3
+        ).id
 
 
 def _counts(session_factory, job_id):
@@ -79,8 +81,17 @@ def test_describe_one_job_lists_failures_by_reason(session_factory):
 
     job_id = _job(session_factory, n=3)
     with session_factory.begin() as s:
-        save_batch(session=s, job_id=job_id, model_version="", predictions={},
-                   failures={"i0": MissingImage("gone"), "i1": MissingImage("gone"), "i2": NotAnImage("html")})  # fmt: skip
+        save_batch(
+            session=s,
+            job_id=job_id,
+            model_version="",
+            predictions={},
+            failures={
+                "i0": MissingImage("gone"),
+                "i1": MissingImage("gone"),
+                "i2": NotAnImage("html"),
+            },
+        )
     with session_factory() as s:
         (row,) = describe_jobs(session=s, job_id=job_id)
         assert row["failures"] == "missing_image=2, not_an_image=1"

@@ -7,11 +7,11 @@ from unittest import mock
 import pytest
 import sqlalchemy as sa
 
+from tagger.catalogue import CatalogueItem
 from tagger.db import Failure, Job, Tag
 from tagger.importer import import_items
 from tagger.pipeline import BatchTagger
 from tagger.registry import register_artifact
-from tagger.catalogue import CatalogueItem
 from tagger.settings import Settings
 from tests.factories import make_s3_catalogue
 
@@ -23,8 +23,12 @@ def setup(session_factory, settings_env, s3_client, bucket, artifact):
     """12 items on S3, four of them broken (one of each kind), imported as one job."""
     rows, broken = make_s3_catalogue(s3_client, bucket, n=12, broken_every=3)
     with session_factory.begin() as s:
-        version = register_artifact(session=s, settings=settings_env, uri=artifact, version="v1", activate=True).version
-        plan = import_items(session=s, items=[CatalogueItem(**r) for r in rows], source="t", batch_size=100)
+        version = register_artifact(
+            session=s, settings=settings_env, uri=artifact, version="v1", activate=True
+        ).version
+        plan = import_items(
+            session=s, items=[CatalogueItem(**r) for r in rows], source="t", batch_size=100
+        )
     return {"job_id": plan.job.id, "ids": plan.batches[0], "broken": broken, "version": version}
 
 
@@ -41,7 +45,12 @@ def test_bad_images_become_failures_and_the_rest_is_tagged(session_factory, sett
     tags = _rows(session_factory, Tag)
     failures = {f.item_id: f.reason for f in _rows(session_factory, Failure)}
     assert failures == setup["broken"]
-    assert sorted(failures.values()) == ["corrupt_image", "missing_image", "not_an_image", "too_large"]
+    assert sorted(failures.values()) == [
+        "corrupt_image",
+        "missing_image",
+        "not_an_image",
+        "too_large",
+    ]
     assert sorted(t.item_id for t in tags) == sorted(set(setup["ids"]) - set(setup["broken"]))
     assert {t.model_version for t in tags} == {"v1"}
     assert all(t.gender in ("MEN", "WOMEN") and 0 <= t.product_score <= 1 for t in tags)
@@ -84,11 +93,17 @@ def test_storage_outage_defers_items_until_the_final_attempt(session_factory, se
     """Unreachable storage: nothing is written on early attempts, storage_error on the last."""
     from tests.services import free_port
 
-    down = Settings(s3_endpoint_url=f"http://127.0.0.1:{free_port()}", s3_max_attempts=1,
-                    s3_connect_timeout=0.5, s3_read_timeout=0.5)  # fmt: skip
+    down = Settings(
+        s3_endpoint_url=f"http://127.0.0.1:{free_port()}",
+        s3_max_attempts=1,
+        s3_connect_timeout=0.5,
+        s3_read_timeout=0.5,
+    )
     from tagger.storage import make_s3_client
 
-    tagger = BatchTagger(settings_env, session_factory, s3_client_factory=lambda: make_s3_client(down))
+    tagger = BatchTagger(
+        settings_env, session_factory, s3_client_factory=lambda: make_s3_client(down)
+    )
     early = tagger.run(setup["job_id"], setup["ids"], final=False)
     assert len(early.deferred) == 12 and not early.failed and not early.tagged
     assert _rows(session_factory, Failure) == []

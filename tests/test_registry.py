@@ -15,10 +15,16 @@ from tagger.registry import (
 
 def _register(session, version, activate=False):
     return register_model_version(
-        session=session, version=version, artifact_uri=f"/m/{version}", gender_labels=["MEN", "WOMEN"],
-        product_labels=["Dresses"], image_size=32, uses_text=True, metrics={"acc": 0.9},
+        session=session,
+        version=version,
+        artifact_uri=f"/m/{version}",
+        gender_labels=["MEN", "WOMEN"],
+        product_labels=["Dresses"],
+        image_size=32,
+        uses_text=True,
+        metrics={"acc": 0.9},
         activate=activate,
-    )  # fmt: skip
+    )
 
 
 def test_register_twice_keeps_one_row(session_factory):
@@ -40,15 +46,19 @@ def test_activate_switches_the_single_active_version(session_factory):
     with session_factory() as s:
         assert get_active_model_version(session=s).version == "v2"
         assert {v.version.version: v.version.is_active for v in list_model_versions(session=s)} == {
-            "v1": False, "v2": True,
-        }  # fmt: skip
+            "v1": False,
+            "v2": True,
+        }
 
 
 def test_unknown_version_changes_nothing(session_factory):
     """Activating an unregistered version fails, naming what is registered."""
     with session_factory.begin() as s:
         _register(s, "v1", activate=True)
-    with pytest.raises(UnknownModelVersion, match="'nope'.*registered: v1"), session_factory.begin() as s:
+    with (
+        pytest.raises(UnknownModelVersion, match=r"'nope'.*registered: v1"),
+        session_factory.begin() as s,
+    ):
         activate_model_version(session=s, version="nope")
     with session_factory() as s:
         assert get_active_model_version(session=s).version == "v1"

@@ -19,13 +19,20 @@ def _pred(gender, gs, product, ps):
 def _setup(session_factory, n=4):
     with session_factory.begin() as s:
         register_model_version(
-            session=s, version="v1", artifact_uri="/m", gender_labels=["MEN", "WOMEN"],
-            product_labels=["Dresses", "Pants"], image_size=32, uses_text=False, activate=True,
-        )  # fmt: skip
+            session=s,
+            version="v1",
+            artifact_uri="/m",
+            gender_labels=["MEN", "WOMEN"],
+            product_labels=["Dresses", "Pants"],
+            image_size=32,
+            uses_text=False,
+            activate=True,
+        )
         s.add_all([Item(item_id=f"i{k}", image_uri=f"/x/{k}.jpg") for k in range(n)])
         s.flush()
-        return create_job(session=s, kind="import", source="t",
-                          item_ids=[f"i{k}" for k in range(n)], batch_size=n).id  # fmt: skip
+        return create_job(
+            session=s, kind="import", source="t", item_ids=[f"i{k}" for k in range(n)], batch_size=n
+        ).id
 
 
 def _count(session_factory, model):
@@ -40,7 +47,9 @@ def test_saving_the_same_batch_twice_leaves_one_row_per_item(session_factory):
     fails = {"i2": CorruptImage("truncated")}
     for _ in range(2):
         with session_factory.begin() as s:
-            save_batch(session=s, job_id=job_id, model_version="v1", predictions=preds, failures=fails)
+            save_batch(
+                session=s, job_id=job_id, model_version="v1", predictions=preds, failures=fails
+            )
     assert _count(session_factory, Tag) == 2
     assert _count(session_factory, Failure) == 1
     with session_factory() as s:
@@ -52,11 +61,21 @@ def test_tagging_a_failed_item_clears_its_failure(session_factory):
     """Once an item is tagged, its failure row is gone."""
     job_id = _setup(session_factory)
     with session_factory.begin() as s:
-        save_batch(session=s, job_id=job_id, model_version="v1", predictions={},
-                   failures={"i0": CorruptImage("x")})  # fmt: skip
+        save_batch(
+            session=s,
+            job_id=job_id,
+            model_version="v1",
+            predictions={},
+            failures={"i0": CorruptImage("x")},
+        )
     with session_factory.begin() as s:
-        save_batch(session=s, job_id=job_id, model_version="v1",
-                   predictions={"i0": _pred("MEN", 0.6, "Pants", 0.6)}, failures={})  # fmt: skip
+        save_batch(
+            session=s,
+            job_id=job_id,
+            model_version="v1",
+            predictions={"i0": _pred("MEN", 0.6, "Pants", 0.6)},
+            failures={},
+        )
     assert _count(session_factory, Failure) == 0
 
 
@@ -64,13 +83,20 @@ def test_query_filters_by_labels_and_score(session_factory):
     """Gender, product type and min score filter the current tags."""
     job_id = _setup(session_factory)
     with session_factory.begin() as s:
-        save_batch(session=s, job_id=job_id, model_version="v1", failures={}, predictions={
-            "i0": _pred("WOMEN", 0.99, "Dresses", 0.95),
-            "i1": _pred("WOMEN", 0.90, "Dresses", 0.50),
-            "i2": _pred("MEN", 0.97, "Pants", 0.91),
-            "i3": _pred("WOMEN", 0.55, "Pants", 0.85),
-        })  # fmt: skip
+        save_batch(
+            session=s,
+            job_id=job_id,
+            model_version="v1",
+            failures={},
+            predictions={
+                "i0": _pred("WOMEN", 0.99, "Dresses", 0.95),
+                "i1": _pred("WOMEN", 0.90, "Dresses", 0.50),
+                "i2": _pred("MEN", 0.97, "Pants", 0.91),
+                "i3": _pred("WOMEN", 0.55, "Pants", 0.85),
+            },
+        )
     with session_factory() as s:
+
         def ids(**kw):
             return [r["item_id"] for r in query_tags(session=s, query=TagQuery(**kw))]
 

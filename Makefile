@@ -1,0 +1,40 @@
+# The README's commands. `make demo` runs the main job on the embedded default (SQLite,
+# local files, no servers); `make test` runs the tests (needs Postgres and Redis on
+# 127.0.0.1, see README).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO ?= demo
+
+.PHONY: venv demo test test-fast lint format clean
+
+$(BIN)/tagger: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/tagger
+
+demo: venv
+	rm -rf $(DEMO)
+	$(BIN)/python -m train synthetic --out $(DEMO)/catalogue --n 48 --seed 7
+	$(BIN)/python -m train init --out $(DEMO)/model --image-size 64 --backbone-weights none --data $(DEMO)/catalogue/labels_front.csv
+	TAGGER_DATABASE_URL=sqlite:///$(DEMO)/tagger.db $(BIN)/tagger run $(DEMO)/catalogue/catalogue.csv --model $(DEMO)/model
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(DEMO) .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,108 @@
+"""The `tagger` command as users run it: a real process, real services, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import sqlalchemy as sa
+
+from tagger.db import Item, Job
+from tests.factories import broken_bytes, jpeg_bytes, write_csv
+
+
+def tagger(env, *args: str, timeout: int = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tagger.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def env(settings_env) -> dict[str, str]:
+    return dict(os.environ)
+
+
+def _one_line_error(result, *needles: str) -> None:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_malformed_catalogue_is_refused_and_nothing_written(db, env, artifact, tmp_path):
+    """A bad line stops the import with its line number; no item, no job is written."""
+    assert tagger(env, "model", "register", artifact, "--activate").returncode == 0
+    bad = tmp_path / "bad.csv"
+    bad.write_text("item_id,image_uri\na,s3://b/a.jpg\nb,\n")
+    _one_line_error(tagger(env, "import", str(bad)), "bad.csv:line 3", "image_uri is empty")
+    with db.connect() as conn:
+        assert conn.scalar(sa.select(sa.func.count()).select_from(Item)) == 0
+        assert conn.scalar(sa.select(sa.func.count()).select_from(Job)) == 0
+
+
+def test_unknown_job_and_model_version_are_one_line_errors(db, env):
+    """A job id or model version that does not exist gets exit 1 and one line on stderr."""
+    _one_line_error(tagger(env, "jobs", "999"), "no job with id 999")
+    _one_line_error(tagger(env, "tags", "--job", "999"), "no job with id 999")
+    _one_line_error(tagger(env, "model", "activate", "nope"), "unknown model version 'nope'")
+
+
+def test_bad_setting_is_named(env):
+    """A malformed TAGGER_* variable fails fast with the setting's name."""
+    result = tagger({**env, "TAGGER_BATCH_SIZE": "zero"}, "jobs")
+    _one_line_error(result, "batch_size")
+
+
+def test_import_without_active_model_is_refused(db, env, tmp_path):
+    """Importing before any model is active says how to register one."""
+    csv_path = write_csv(tmp_path / "c.csv", [{"item_id": "a", "image_uri": "s3://b/a.jpg"}])
+    _one_line_error(tagger(env, "import", str(csv_path)), "tagger model register")
+
+
+def test_import_s3_prefix_upserts_every_image_under_it(
+    db, env, artifact, s3_client, bucket, redis_url
+):
+    """`import --s3-prefix` creates one item per image below the prefix, ids from the keys."""
+    for key in ("cat/dresses/1.jpg", "cat/pants/2.png", "cat/notes.txt", "other/3.jpg"):
+        s3_client.put_object(Bucket=bucket, Key=key, Body=jpeg_bytes())
+    assert tagger(env, "model", "register", artifact, "--activate").returncode == 0
+    result = tagger(env, "import", "--s3-prefix", f"s3://{bucket}/cat/", "--batch-size", "1")
+    assert result.returncode == 0, result.stderr
+    assert "2 to tag in 2 batches" in result.stderr
+    with db.connect() as conn:
+        items = dict(conn.execute(sa.select(Item.item_id, Item.image_uri)).all())
+    assert items == {
+        "dresses/1": f"s3://{bucket}/cat/dresses/1.jpg",
+        "pants/2": f"s3://{bucket}/cat/pants/2.png",
+    }
+
+
+@pytest.mark.slow
+def test_embedded_run_tags_local_files_on_sqlite(artifact, tmp_path):
+    """`tagger run` with SQLite and local files prints tags, JSON on request, and a failure."""
+    images = tmp_path / "images"
+    images.mkdir()
+    rows = []
+    for i in range(5):
+        (images / f"{i}.jpg").write_bytes(jpeg_bytes(i) if i else broken_bytes("truncated"))
+        rows.append({"item_id": f"sku{i}", "image_uri": f"images/{i}.jpg", "title": "a dress"})
+    catalogue = write_csv(tmp_path / "catalogue.csv", rows)
+    env = {**os.environ, "TAGGER_DATABASE_URL": f"sqlite:///{tmp_path / 'tagger.db'}"}
+    env.pop("TAGGER_BROKER_URL", None)
+    result = tagger(env, "run", str(catalogue), "--model", artifact, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    tags = json.loads(result.stdout)
+    assert sorted(t["item_id"] for t in tags) == ["sku1", "sku2", "sku3", "sku4"]
+    assert all(t["gender"] in ("MEN", "WOMEN") for t in tags)
+    assert "failed sku0: corrupt_image" in result.stderr
+    again = tagger(env, "tags", "--format", "csv")
+    assert again.returncode == 0 and again.stdout.count("\n") == 5  # header + 4 rows

@@ -38,18 +38,6 @@ from train.model import CAPTION_INPUT, GENDER_HEAD, IMAGE_INPUT, PRODUCT_HEAD, M
 if TYPE_CHECKING:
     import keras
 
-__all__ = [
-    "ArtifactInfo",
-    "Prediction",
-    "TaggerModel",
-    "artifact_fingerprint",
-    "configure_tensorflow",
-    "load_model",
-    "read_artifact_info",
-    "resolve_artifact",
-    "save_artifact",
-]
-
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
@@ -243,8 +231,8 @@ def resolve_artifact(uri: str, *, cache_dir: Path | str, s3_client: Any = None) 
         if count == 0:
             raise ArtifactError(f"no artifact files under {uri}")
         (staging / _COMPLETE_MARKER).write_text(uri + "\n", encoding="utf-8")
-        if target.exists():  # an incomplete earlier attempt (no marker): replace it
-            shutil.rmtree(target, ignore_errors=True)
+        if target.exists() and not (target / _COMPLETE_MARKER).is_file():
+            shutil.rmtree(target, ignore_errors=True)  # left by a copy made by hand
         try:
             os.rename(staging, target)
         except OSError:

@@ -43,6 +43,8 @@ CAPTION_INPUT = "caption"
 #: Output (head) names; also the keys of the artifact's labels.json.
 GENDER_HEAD = "gender"
 PRODUCT_HEAD = "product"
+#: Name of the nested EfficientNetB0 model (``model.get_layer(BACKBONE)`` to (un)freeze it).
+BACKBONE = "efficientnetb0"
 
 # EfficientNetB0's stem downsamples by 32; smaller inputs leave no spatial extent.
 MIN_IMAGE_SIZE = 32
@@ -179,7 +181,7 @@ def _backbone(size: int, weights: str | None) -> keras.Model:
     # Keras's EfficientNet rescales and normalises 0-255 pixels itself, so the model
     # (and the service) feed raw pixel values: no preprocessing to keep in sync.
     backbone = keras.applications.EfficientNetB0(
-        include_top=False, weights=weights, input_shape=(size, size, 3)
+        include_top=False, weights=weights, input_shape=(size, size, 3), name=BACKBONE
     )
     if weights not in (None, "imagenet"):
         _fix_local_imagenet_normalization(backbone)

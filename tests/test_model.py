@@ -1,0 +1,358 @@
+"""Model artifacts and inference: build -> save_artifact -> load_model -> predict."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from unittest.mock import patch
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tagger.exceptions import ArtifactError
+from tagger.model import (
+    artifact_fingerprint,
+    read_artifact_info,
+    resolve_artifact,
+)
+from train.model import ModelConfig
+
+GENDERS = ["MEN", "WOMEN"]
+PRODUCTS = ["Dresses", "Pants", "Shorts", "Skirts"]
+SIZE = 32
+CAPTIONS = ["The lady wears a red dress.", "The gentleman wears blue pants.", None, "", "Shorts"]
+
+
+def _images(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, SIZE, SIZE, 3), dtype=np.uint8)
+
+
+def _build(use_text: bool = True):
+    from train.model import build_model
+
+    config = ModelConfig(image_size=SIZE, use_text=use_text, backbone_weights=None)
+    model = build_model(
+        config,
+        gender_labels=GENDERS,
+        product_labels=PRODUCTS,
+        captions=[c for c in CAPTIONS if c],
+    )
+    return config, model
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """An untrained text+image model, its artifact folder and the model loaded from it."""
+    from tagger.model import load_model, save_artifact
+
+    config, model = _build()
+    path = save_artifact(
+        model,
+        tmp_path_factory.mktemp("artifact") / "m",
+        config=config,
+        gender_labels=GENDERS,
+        product_labels=PRODUCTS,
+        metrics={"gender_accuracy": np.float32(0.5)},
+        name="test",
+    )
+    return model, path, load_model(path, version="v1")
+
+
+def _fake_artifact(path: Path, **overrides) -> Path:
+    """An artifact folder with valid JSON files and a stand-in model.keras (no TensorFlow)."""
+    path.mkdir(parents=True, exist_ok=True)
+    files = {
+        "labels.json": json.dumps({"gender": GENDERS, "product": PRODUCTS}),
+        "config.json": json.dumps({"image_size": SIZE, "use_text": True}),
+        "metadata.json": json.dumps({"created_at": "2026-01-01T00:00:00+00:00"}),
+        "model.keras": "not really a model",
+        **overrides,
+    }
+    for name, text in files.items():
+        if text is not None:
+            (path / name).write_text(text)
+    return path
+
+
+@pytest.mark.slow
+def test_predict_gives_one_prediction_per_row_with_artifact_labels(built):
+    """predict returns one Prediction per image, labelled from the artifact's labels.json."""
+    _, _, loaded = built
+    assert (loaded.version, loaded.image_size, loaded.uses_text) == ("v1", SIZE, True)
+    preds = loaded.predict(_images(5), CAPTIONS)
+    assert len(preds) == 5
+    for p in preds:
+        assert p.gender in GENDERS and p.product_type in PRODUCTS
+        assert list(p.scores["gender"]) == GENDERS and list(p.scores["product"]) == PRODUCTS
+        assert 0.0 <= p.gender_score <= 1.0 and type(p.product_score) is float
+
+
+@pytest.mark.slow
+def test_predict_makes_one_model_call_per_batch(built):
+    """A batch of 5 is one predict_on_batch call with named float32 image and string inputs."""
+    _, _, loaded = built
+    real = loaded.keras_model.predict_on_batch
+    with patch.object(loaded.keras_model, "predict_on_batch", wraps=real) as spy:
+        loaded.predict(_images(5), CAPTIONS)
+    assert spy.call_count == 1
+    (inputs,), _ = spy.call_args
+    assert set(inputs) == {"image", "caption"}
+    assert inputs["image"].dtype == np.float32 and inputs["image"].shape == (5, SIZE, SIZE, 3)
+    assert inputs["image"].max() > 1.0  # raw 0-255 pixels: the backbone rescales itself
+    assert inputs["caption"].shape == (5, 1)
+    assert inputs["caption"][2, 0] == "" and inputs["caption"][0, 0] == CAPTIONS[0]
+
+
+@pytest.mark.slow
+def test_empty_batch_skips_the_model(built):
+    """An empty batch returns [] without calling the model."""
+    _, _, loaded = built
+    with patch.object(loaded.keras_model, "predict_on_batch") as spy:
+        assert loaded.predict(np.zeros((0, SIZE, SIZE, 3), np.uint8), []) == []
+    spy.assert_not_called()
+
+
+@pytest.mark.slow
+def test_predict_refuses_wrong_shapes(built):
+    """Images of the wrong size, or a caption count that differs, raise ValueError."""
+    _, _, loaded = built
+    with pytest.raises(ValueError, match="shape"):
+        loaded.predict(np.zeros((2, SIZE + 1, SIZE + 1, 3), np.uint8), ["", ""])
+    with pytest.raises(ValueError, match="captions"):
+        loaded.predict(_images(2), [""])
+
+
+@pytest.mark.slow
+def test_round_trip_gives_identical_predictions(built):
+    """The in-memory model and the one loaded from its artifact tag a batch identically."""
+    from tagger.model import TaggerModel
+
+    model, _, loaded = built
+    in_memory = TaggerModel(model, version="mem", gender_labels=GENDERS, product_labels=PRODUCTS)
+    images = _images(6, seed=3)
+    captions = ["the lady wears a dress", "pants", None, "", "a skirt", "shorts"]
+    assert in_memory.predict(images, captions) == loaded.predict(images, captions)
+
+
+@pytest.mark.slow
+def test_artifact_files_describe_the_model(built):
+    """labels, config, metadata and metrics are readable without loading the model."""
+    _, path, _ = built
+    info = read_artifact_info(path)
+    assert info.labels == {"gender": GENDERS, "product": PRODUCTS}
+    assert (info.image_size, info.uses_text) == (SIZE, True)
+    assert ModelConfig.from_dict(info.config).backbone_weights is None
+    assert info.metadata["name"] == "test" and info.metadata["tensorflow_version"]
+    assert info.metrics == {"gender_accuracy": 0.5}
+    assert len(artifact_fingerprint(path)) == 12
+
+
+@pytest.mark.slow
+def test_label_count_must_match_the_heads(built, tmp_path):
+    """Saving or loading with a label list that does not fit a head is an ArtifactError."""
+    from tagger.model import load_model, save_artifact
+
+    model, path, _ = built
+    with pytest.raises(ArtifactError, match="product"):
+        save_artifact(
+            model, tmp_path / "x", config={"image_size": SIZE}, gender_labels=GENDERS,
+            product_labels=PRODUCTS[:2],
+        )  # fmt: skip
+    broken = shutil.copytree(path, tmp_path / "broken")
+    (broken / "labels.json").write_text(json.dumps({"gender": GENDERS, "product": ["A", "B"]}))
+    with pytest.raises(ArtifactError, match="labels"):
+        load_model(broken, version="x")
+
+
+@pytest.mark.slow
+def test_image_only_model(tmp_path):
+    """A use_text=False model has only the image input and ignores captions."""
+    from tagger.model import load_model, save_artifact
+
+    config, model = _build(use_text=False)
+    assert [t.name for t in model.inputs] == ["image"]
+    path = save_artifact(
+        model, tmp_path / "a", config=config, gender_labels=GENDERS, product_labels=PRODUCTS
+    )
+    assert read_artifact_info(path).uses_text is False
+    loaded = load_model(path, version="img")
+    assert loaded.uses_text is False
+    real = loaded.keras_model.predict_on_batch
+    with patch.object(loaded.keras_model, "predict_on_batch", wraps=real) as spy:
+        preds = loaded.predict(_images(3), [None, "ignored", None])
+    assert len(preds) == 3 and set(spy.call_args.args[0]) == {"image"}
+
+
+@pytest.mark.slow
+def test_local_imagenet_weights_file_normalises_like_imagenet(tmp_path):
+    """A local copy of Keras's ImageNet weights gets the normalisation "imagenet" would."""
+    import keras
+
+    from train.model import _backbone
+
+    source = keras.applications.EfficientNetB0(
+        include_top=False, weights=None, input_shape=(SIZE, SIZE, 3)
+    )
+    norm = next(x for x in source.layers if isinstance(x, keras.layers.Normalization))
+    # What Keras's weight file holds: the std-dev stored as the variance (TF issue 49930).
+    norm.adapt_mean.assign([0.485, 0.456, 0.406])
+    norm.adapt_variance.assign([0.229, 0.224, 0.225])
+    weights = tmp_path / "notop.weights.h5"
+    source.save_weights(weights)
+
+    loaded = _backbone(SIZE, str(weights))
+    norm2 = next(x for x in loaded.layers if isinstance(x, keras.layers.Normalization))
+    np.testing.assert_allclose(norm2.adapt_variance.numpy(), np.square([0.229, 0.224, 0.225]))
+    np.testing.assert_allclose(np.ravel(norm2.variance), np.square([0.229, 0.224, 0.225]))
+    np.testing.assert_array_equal(loaded.get_weights()[-1], source.get_weights()[-1])
+
+
+@pytest.mark.slow
+def test_cli_init_saves_untrained_artifact_with_labels_from_data(tmp_path):
+    """`python -m train init --data` saves a loadable artifact labelled from the CSV."""
+    from train.cli import cli
+    from train.synthetic import generate
+
+    data = generate(tmp_path / "data", n=6, seed=1, image_size=32) / "labels_front.csv"
+    out = tmp_path / "art"
+    args = ["init", "--out", str(out), "--image-size", "32", "--backbone-weights", "none"]
+    result = CliRunner().invoke(cli, [*args, "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    info = read_artifact_info(out)
+    assert artifact_fingerprint(out) in result.output
+    assert info.gender_labels == sorted({line.split(",")[-4] for line in _data_lines(data)})
+    assert info.product_labels == sorted({line.split(",")[-3] for line in _data_lines(data)})
+
+
+def _data_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()[1:]
+
+
+def test_cli_init_refuses_missing_weights_file(tmp_path):
+    """A --backbone-weights path that does not exist is a usage error, before any build."""
+    from train.cli import cli
+
+    result = CliRunner().invoke(
+        cli, ["init", "--out", str(tmp_path / "a"), "--backbone-weights", str(tmp_path / "no.h5")]
+    )
+    assert result.exit_code == 2 and "no such weights file" in result.output
+
+
+@pytest.mark.parametrize("missing", ["model.keras", "labels.json", "config.json", "metadata.json"])
+def test_read_artifact_info_names_the_missing_file(tmp_path, missing):
+    """An incomplete artifact raises ArtifactError naming the missing file."""
+    path = _fake_artifact(tmp_path / "a", **{missing: None})
+    with pytest.raises(ArtifactError, match=missing.replace(".", r"\.")):
+        read_artifact_info(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("labels.json", "{not json"),
+        ("labels.json", json.dumps({"gender": GENDERS})),
+        ("labels.json", json.dumps({"gender": ["MEN", "MEN"], "product": PRODUCTS})),
+        ("config.json", json.dumps({"use_text": True})),
+    ],
+)
+def test_read_artifact_info_names_the_invalid_file(tmp_path, name, text):
+    """Unreadable or inconsistent JSON raises ArtifactError naming the file."""
+    path = _fake_artifact(tmp_path / "a", **{name: text})
+    with pytest.raises(ArtifactError, match=name.replace(".", r"\.")):
+        read_artifact_info(path)
+
+
+def test_read_artifact_info_of_missing_folder(tmp_path):
+    """A folder that does not exist is an ArtifactError naming it."""
+    with pytest.raises(ArtifactError, match="not found"):
+        read_artifact_info(tmp_path / "nowhere")
+
+
+def test_fingerprint_is_stable_and_content_based(tmp_path):
+    """Same files give the same 12-hex id; changing the labels changes it."""
+    a = _fake_artifact(tmp_path / "a")
+    b = _fake_artifact(tmp_path / "b")
+    assert artifact_fingerprint(a) == artifact_fingerprint(b)
+    assert len(artifact_fingerprint(a)) == 12 and int(artifact_fingerprint(a), 16) >= 0
+    (b / "labels.json").write_text(json.dumps({"gender": GENDERS[::-1], "product": PRODUCTS}))
+    assert artifact_fingerprint(a) != artifact_fingerprint(b)
+
+
+def test_model_config_round_trips_through_a_dict():
+    """ModelConfig survives to_dict/from_dict; unknown keys are ignored, "none" means None."""
+    config = ModelConfig(image_size=64, use_text=False, backbone_weights="none")
+    assert config.backbone_weights is None
+    assert ModelConfig.from_dict({**config.to_dict(), "format": 1}) == config
+    with pytest.raises(ValueError, match="image_size"):
+        ModelConfig(image_size=16)
+
+
+def test_resolve_local_path_and_file_uri(tmp_path):
+    """Local paths and file:// URIs resolve to the folder itself; a missing one is an error."""
+    path = _fake_artifact(tmp_path / "my model")
+    assert resolve_artifact(str(path), cache_dir=tmp_path / "cache") == path
+    assert resolve_artifact(path.as_uri(), cache_dir=tmp_path / "cache") == path
+    with pytest.raises(ArtifactError, match="not found"):
+        resolve_artifact(str(tmp_path / "missing"), cache_dir=tmp_path / "cache")
+
+
+def test_resolve_s3_downloads_once(s3_client, bucket, tmp_path):
+    """An s3:// prefix is downloaded once into the cache; a neighbouring prefix is not mixed in."""
+    local = _fake_artifact(tmp_path / "src")
+    for f in local.iterdir():
+        s3_client.upload_file(str(f), bucket, f"models/m1/{f.name}")
+    s3_client.put_object(Bucket=bucket, Key="models/m10/labels.json", Body=b"{}")
+    uri = f"s3://{bucket}/models/m1"
+    cache = tmp_path / "cache"
+
+    path = resolve_artifact(uri, cache_dir=cache, s3_client=s3_client)
+    assert path.parent == cache
+    assert read_artifact_info(path).labels["product"] == PRODUCTS
+    assert artifact_fingerprint(path) == artifact_fingerprint(local)
+    with patch.object(s3_client, "download_file") as spy:
+        assert resolve_artifact(uri, cache_dir=cache, s3_client=s3_client) == path
+    spy.assert_not_called()
+    assert [p.name for p in cache.iterdir()] == [path.name]  # no staging folders left
+
+
+def test_resolve_s3_missing_prefix(s3_client, bucket, tmp_path):
+    """An s3:// prefix with no objects (or no bucket) is an ArtifactError."""
+    with pytest.raises(ArtifactError, match="no artifact files"):
+        resolve_artifact(f"s3://{bucket}/nothing/", cache_dir=tmp_path, s3_client=s3_client)
+    with pytest.raises(ArtifactError, match="cannot download"):
+        resolve_artifact("s3://no-such-bucket-x/m/", cache_dir=tmp_path, s3_client=s3_client)
+
+
+@pytest.mark.slow
+def test_configure_tensorflow_is_harmless_on_cpu():
+    """configure_tensorflow runs anywhere; without a GPU it leaves the float32 policy."""
+    import keras
+    import tensorflow as tf
+
+    from tagger.model import configure_tensorflow
+
+    try:
+        configure_tensorflow(memory_growth=True, mixed_precision=True)
+        expected = "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+        assert keras.mixed_precision.global_policy().name == expected
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.slow
+def test_backbone_frozen_unless_fine_tuned(built):
+    """The backbone is frozen by default; fine_tune_layers unfreezes only its tail, not BN."""
+    import keras
+
+    from train.model import BACKBONE, build_model
+
+    model, _, _ = built
+    assert model.get_layer(BACKBONE).trainable_weights == []
+    config = ModelConfig(image_size=SIZE, use_text=False, backbone_weights=None, fine_tune_layers=8)
+    tuned = build_model(config, gender_labels=GENDERS, product_labels=PRODUCTS)
+    layers = tuned.get_layer(BACKBONE).layers
+    trainable = [x for x in layers if x.trainable_weights]
+    assert trainable and all(x in layers[-8:] for x in trainable)
+    assert not any(isinstance(x, keras.layers.BatchNormalization) for x in trainable)

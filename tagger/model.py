@@ -18,15 +18,12 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
@@ -178,72 +175,6 @@ def read_artifact_info(path: Path | str) -> ArtifactInfo:
         metadata=metadata,
         metrics=metrics,
     )
-
-
-_COMPLETE_MARKER = ".complete"
-
-
-def resolve_artifact(uri: str, *, cache_dir: Path | str, s3_client: Any = None) -> Path:
-    """A local folder for the artifact at ``uri`` (a path, ``file://`` or ``s3://`` URI).
-
-    S3 artifacts are downloaded once into ``cache_dir/<sha256 of uri>/`` and reused:
-    registered versions are immutable, so the URI is a sufficient cache key. The folder
-    is filled under a temporary name and renamed into place (with a marker file written
-    last), so concurrent workers on one host never load a half-downloaded artifact.
-    """
-    parts = urlsplit(uri)
-    if parts.scheme in ("", "file"):
-        local = Path(unquote(parts.path) if parts.scheme == "file" else uri).expanduser()
-        if not local.is_dir():
-            raise ArtifactError(f"artifact folder not found: {uri}")
-        return local
-    if parts.scheme != "s3" or not parts.netloc:
-        raise ArtifactError(f"unsupported artifact URI {uri!r}: use a path, file:// or s3://")
-
-    target = Path(cache_dir) / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    if (target / _COMPLETE_MARKER).is_file():
-        return target
-    if s3_client is None:
-        import boto3
-
-        s3_client = boto3.client("s3")
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    bucket = parts.netloc
-    # A trailing slash keeps s3://b/model-1 from also matching s3://b/model-10/...
-    prefix = parts.path.lstrip("/").rstrip("/") + "/" if parts.path.strip("/") else ""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        count = 0
-        pages = s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        for page in pages:
-            for obj in page.get("Contents", []):
-                rel = obj["Key"][len(prefix) :]
-                if not rel or rel.endswith("/"):
-                    continue  # "folder" placeholder objects
-                if ".." in rel.split("/"):
-                    raise ArtifactError(f"refusing unsafe object key {obj['Key']!r}")
-                dest = staging / rel
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                s3_client.download_file(bucket, obj["Key"], str(dest))
-                count += 1
-        if count == 0:
-            raise ArtifactError(f"no artifact files under {uri}")
-        (staging / _COMPLETE_MARKER).write_text(uri + "\n", encoding="utf-8")
-        if target.exists() and not (target / _COMPLETE_MARKER).is_file():
-            shutil.rmtree(target, ignore_errors=True)  # left by a copy made by hand
-        try:
-            os.rename(staging, target)
-        except OSError:
-            # Another process finished the same download first; use its copy.
-            if not (target / _COMPLETE_MARKER).is_file():
-                raise
-    except (BotoCoreError, ClientError) as e:
-        raise ArtifactError(f"cannot download artifact {uri}: {e}") from e
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 class TaggerModel:

@@ -105,7 +105,8 @@ def register_artifact(
     """Read the artifact at ``uri`` (fetching it from S3 if need be) and register it; its
     labels, input size and metrics come from the artifact itself."""
     # Lazy: reading an artifact's JSON files needs no TensorFlow, but tagger.model has it.
-    from tagger.model import artifact_fingerprint, read_artifact_info, resolve_artifact
+    from tagger.artifacts import resolve_artifact
+    from tagger.model import artifact_fingerprint, read_artifact_info
     from tagger.storage import make_s3_client
 
     s3 = make_s3_client(settings) if uri.startswith("s3://") else None

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from tagger.artifacts import resolve_artifact
 from tagger.exceptions import ArtifactError
 from tagger.model import (
     artifact_fingerprint,
     read_artifact_info,
-    resolve_artifact,
 )
 from train.model import ModelConfig
 

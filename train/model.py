@@ -166,8 +166,12 @@ def _image_branch(image: keras.KerasTensor, config: ModelConfig) -> keras.KerasT
     else:
         backbone.trainable = False
     # training=False keeps the backbone's BatchNorm in inference mode even when its
-    # weights are being fine-tuned, for the same reason.
-    x = backbone(image, training=False)
+    # weights are being fine-tuned, for the same reason. The exception is a randomly
+    # initialised backbone trained in full (`--backbone-weights none`): its BatchNorm has
+    # no statistics to protect and must normalise with batch statistics while training,
+    # or the deep random network does not train at all.
+    from_scratch = config.backbone_weights is None and config.train_backbone
+    x = backbone(image) if from_scratch else backbone(image, training=False)
     x = layers.GlobalAveragePooling2D(name="image_pool")(x)
     x = layers.BatchNormalization(name="image_bn")(x)
     return layers.Dense(256, activation="relu", name="image_dense")(x)

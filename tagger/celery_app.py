@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from celery import Celery
 
+from tagger.schedule import parse_cron
 from tagger.settings import Settings
 
 TAG_BATCH = "tagger.tag_batch"
+SWEEP = "tagger.sweep"
+NIGHTLY_RETAG = "nightly-retag"
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -35,6 +38,17 @@ def create_app(settings: Settings | None = None) -> Celery:
         worker_hijack_root_logger=True,
         worker_redirect_stdouts=False,
     )
+    # The nightly re-tag sweep; run exactly one beat (`tagger beat`) per deployment. Two
+    # beats firing at once are harmless all the same: the sweep takes a Postgres lock.
+    app.conf.timezone = "UTC"
+    app.conf.beat_schedule = {
+        NIGHTLY_RETAG: {
+            "task": SWEEP,
+            "schedule": parse_cron(settings.retag_cron),
+            "kwargs": {"source": "beat", "limit": settings.retag_limit},
+            "options": {"queue": settings.queue},
+        }
+    }
     app.tagger_settings = settings  # type: ignore[attr-defined]
 
     from tagger import tasks

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
 
 from tagger.exceptions import TaggerError
-from tagger.settings import Settings
+from tagger.settings import Settings, load_settings
 
 
 class Context:
@@ -23,10 +23,7 @@ class Context:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            try:
-                self._settings = Settings()
-            except ValueError as exc:  # pydantic's ValidationError: name the bad variable
-                raise TaggerError(f"bad configuration: {exc}".replace("\n", " ")) from None
+            self._settings = load_settings()
         return self._settings
 
     @property
@@ -201,57 +198,107 @@ def beat(ctx: Context, celery_args: tuple[str, ...]) -> None:
     app.start(["beat", "--loglevel", ctx.settings.log_level, *celery_args])
 
 
-# --- tags / jobs ---------------------------------------------------------------------
-TAG_COLUMNS = [
-    "item_id",
-    "gender",
-    "gender_score",
-    "product_type",
-    "product_score",
-    "model_version",
-    "tagged_at",
-]
+# --- tags / jobs / retag -------------------------------------------------------------
+TAG_COLUMNS = ["item_id", "gender", "gender_score", "product_type", "product_score",
+               "model_version", "tagged_at"]  # fmt: skip
 
 
-@cli.command("tags")
+@cli.group("tags", invoke_without_command=True)
 @click.option("--gender")
 @click.option("--product-type")
 @click.option("--min-score", type=click.FloatRange(0, 1))
 @click.option("--item", "item_id")
 @click.option("--job", "job_id", type=int)
-@click.option("--model-version")
-@click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]))
+@click.option("--model-version", help="That version's tags instead of the current ones.")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), help="UTC.")
 @click.option("--limit", type=click.IntRange(1))
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
-@pass_ctx
-def tags(ctx: Context, fmt: str, **filters) -> None:
-    """Current tags per item (the current_tags view), filtered."""
+@click.pass_context
+def tags(click_ctx: click.Context, fmt: str, **filters) -> None:
+    """Current tags per item (the current_tags view), filtered. `tags prune` drops old ones."""
+    if click_ctx.invoked_subcommand is not None:
+        return
+    from tagger.jobs import get_job
     from tagger.output import render
+    from tagger.registry import get_model_version
     from tagger.tags import TagQuery, query_tags
 
+    ctx = click_ctx.ensure_object(Context)
     since: datetime | None = filters.pop("since")
+    if since is not None:
+        since = since.replace(tzinfo=timezone.utc)
     query = TagQuery(**filters, since=since)
     with ctx.sessions() as session:
         if query.job_id is not None:
-            from tagger.jobs import get_job
-
             get_job(session=session, job_id=query.job_id)
+        if query.model_version is not None:
+            get_model_version(session=session, version=query.model_version)
         rows = query_tags(session=session, query=query)
     render(rows, columns=TAG_COLUMNS, fmt=fmt)
 
 
-@cli.command("jobs")
-@click.argument("job_id", required=False, type=int)
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@tags.command("prune")
+@click.option("--keep", type=click.IntRange(1), required=True,
+              help="Tags to keep per item (its current tag is always kept).")  # fmt: skip
 @pass_ctx
-def jobs(ctx: Context, job_id: int | None, fmt: str) -> None:
-    """List jobs, or show one job's counts and failures by reason."""
-    from tagger.jobs import describe_jobs
-    from tagger.output import render
+def tags_prune(ctx: Context, keep: int) -> None:
+    """Delete old tag rows: keep each item's KEEP most relevant tags."""
+    from tagger.tags import prune_tags
 
+    with ctx.sessions.begin() as session:
+        deleted = prune_tags(session=session, keep=keep)
+    click.echo(f"pruned {deleted} tag rows (kept {keep} per item)", err=True)
+
+
+@cli.command("jobs")
+@click.argument("args", nargs=-1)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.option("--interval", type=click.FloatRange(0.1), default=1.0, help="Seconds, for watch.")
+@pass_ctx
+def jobs(ctx: Context, args: tuple[str, ...], fmt: str, interval: float) -> None:
+    """`jobs` lists jobs, `jobs ID` shows one with failures by reason, `jobs watch ID`
+    shows a live progress bar until the job ends."""
+    from tagger.output import render
+    from tagger.progress import describe_jobs, watch_job
+
+    stall = ctx.settings.stall_after
+    if args and args[0] == "watch":
+        if len(args) != 2 or not args[1].isdigit():
+            raise click.UsageError("usage: tagger jobs watch ID")
+        stats = watch_job(ctx.sessions, int(args[1]), stall_after=stall, interval=interval)
+        if stats.state == "stalled":
+            sys.exit(3)
+        return
+    if len(args) > 1 or (args and not args[0].isdigit()):
+        raise click.UsageError("usage: tagger jobs [ID] | tagger jobs watch ID")
+    job_id = int(args[0]) if args else None
     with ctx.sessions() as session:
-        rows = describe_jobs(session=session, job_id=job_id)
+        rows = describe_jobs(session=session, stall_after=stall, job_id=job_id)
     render(rows, columns=list(rows[0]) if rows else ["id"], fmt=fmt)
+
+
+@cli.command("retag")
+@click.option(
+    "--stale", is_flag=True, help="Items without a tag from the active model, or changed."
+)
+@click.option("--failed", is_flag=True, help="Failed items due a retry.")
+@click.option("--all", "all_", is_flag=True, help="Every item.")
+@click.option("--limit", type=click.IntRange(1), help="Most items to queue (default: setting).")
+@pass_ctx
+def retag(ctx: Context, stale: bool, failed: bool, all_: bool, limit: int | None) -> None:
+    """Queue a re-tag job now: the nightly sweep by hand (default: --stale --failed)."""
+    from tagger.celery_app import create_app
+    from tagger.enqueue import sweep_and_queue
+
+    if not (stale or failed or all_):
+        stale = failed = True
+    job_id = sweep_and_queue(create_app(ctx.settings), ctx.settings, ctx.sessions, stale=stale,
+                             failed=failed, all_=all_, limit=limit, source="retag",
+                             progress=True)  # fmt: skip
+    if job_id is None:
+        click.echo("nothing to re-tag", err=True)
+    else:
+        click.echo(str(job_id))
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""`tagger import`: write the items and the job to Postgres, then queue the batches."""
+"""Queueing work: `tagger import` and `tagger retag` write the items and the job to
+Postgres, commit, then publish the batches to Redis."""
 
 from __future__ import annotations
 
@@ -6,14 +7,44 @@ import logging
 from pathlib import Path
 
 import click
+from celery import Celery
 from rich.progress import Progress
 
 from tagger.celery_app import TAG_BATCH, create_app
+from tagger.exceptions import TaggerError
 from tagger.importer import import_items
 from tagger.settings import Settings
 from tagger.sources import load_items
+from tagger.sweep import plan_sweep
 
 log = logging.getLogger(__name__)
+
+
+class PublishError(TaggerError):
+    """The broker failed part-way; the job's unpublished items are still pending."""
+
+
+def publish_batches(
+    app: Celery, settings: Settings, job_id: int, batches: list[list[str]], *, progress: bool
+) -> int:
+    """Send one ``tag_batch`` message per batch; returns how many were sent."""
+    sent = 0
+    try:
+        with Progress(transient=True, disable=not progress) as bar, app.producer_or_acquire() as pr:
+            task = bar.add_task(f"queueing job {job_id}", total=len(batches))
+            for batch in batches:
+                app.send_task(TAG_BATCH, args=[job_id, batch], queue=settings.queue, producer=pr)
+                sent += 1
+                bar.advance(task)
+    except Exception as exc:
+        # The items are in Postgres and still pending in the job's ledger: nothing is lost,
+        # and the next sweep (or the same import again) queues exactly what is left.
+        raise PublishError(
+            f"job {job_id}: queued {sent} of {len(batches)} batches, then the broker failed "
+            f"({type(exc).__name__}: {exc}); run `tagger retag` once it is back"
+        ) from exc
+    log.info("job %s: queued %d batches on %r", job_id, sent, settings.queue)
+    return sent
 
 
 def import_and_queue(
@@ -35,26 +66,33 @@ def import_and_queue(
         f"{plan.unchanged} unchanged); {plan.job.total} to tag in {len(plan.batches)} batches",
         err=True,
     )
-    if not plan.batches:
-        return job_id
-    app = create_app(settings)
-    sent = 0
-    try:
-        with Progress(transient=True) as progress, app.producer_or_acquire() as producer:
-            task = progress.add_task("queueing batches", total=len(plan.batches))
-            for batch in plan.batches:
-                app.send_task(
-                    TAG_BATCH, args=[job_id, batch], queue=settings.queue, producer=producer
-                )
-                sent += 1
-                progress.advance(task)
-    except Exception as exc:
-        # The items are in Postgres and still pending in the job's ledger: nothing is lost,
-        # and importing again queues exactly what is still untagged.
-        raise click.ClickException(
-            f"job {job_id}: queued {sent} of {len(plan.batches)} batches, then the broker "
-            f"failed ({type(exc).__name__}: {exc}); import the same file again to queue the rest"
-        ) from exc
-    click.echo(f"job {job_id}: queued {sent} batches on {settings.queue!r}", err=True)
+    if plan.batches:
+        publish_batches(create_app(settings), settings, job_id, plan.batches, progress=True)
     click.echo(str(job_id))
+    return job_id
+
+
+def sweep_and_queue(
+    app: Celery,
+    settings: Settings,
+    sessions,
+    *,
+    stale: bool = True,
+    failed: bool = True,
+    all_: bool = False,
+    limit: int | None = None,
+    source: str = "sweep",
+    progress: bool = False,
+) -> int | None:
+    """Run a re-tag sweep and queue its job; returns the job id, or None if nothing to do."""
+    with sessions.begin() as session:
+        plan = plan_sweep(session=session, settings=settings, stale=stale, failed=failed,
+                          all_=all_, limit=limit, source=source)  # fmt: skip
+        job_id = plan.job.id if plan.job else None
+    if job_id is None:
+        log.info("sweep (%s): nothing to re-tag", source)
+        return None
+    log.info("sweep (%s): job %s with %d stale and %d failed items", source, job_id,
+             plan.stale, plan.failed)  # fmt: skip
+    publish_batches(app, settings, job_id, plan.batches, progress=progress)
     return job_id

@@ -85,6 +85,20 @@ def failure_counts(*, session: Session, job_id: int) -> dict[str, int]:
     return {reason: int(n) for reason, n in rows}
 
 
+def mark_started(*, session: Session, job_id: int) -> None:
+    """A worker took up a batch of the job: set started_at once, queued → running."""
+    now = utcnow()
+    session.execute(
+        sa.update(Job)
+        .where(Job.id == job_id, Job.started_at.is_(None))
+        .values(
+            started_at=now,
+            updated_at=now,
+            status=sa.case((Job.status == "queued", "running"), else_=Job.status),
+        )
+    )
+
+
 def record_outcomes(
     *, session: Session, job_id: int, tagged: Sequence[str], failed: Sequence[str]
 ) -> None:
@@ -128,31 +142,3 @@ def record_outcomes(
             finished_at=sa.case((complete, sa.func.coalesce(Job.finished_at, now)), else_=None),
         )
     )
-
-
-def describe_jobs(*, session: Session, job_id: int | None = None) -> list[dict]:
-    """Rows for `tagger jobs`: one job with failures by reason, or the latest jobs."""
-    jobs = (
-        [get_job(session=session, job_id=job_id)]
-        if job_id is not None
-        else list_jobs(session=session)
-    )
-    rows = []
-    for job in jobs:
-        row = {
-            "id": job.id,
-            "kind": job.kind,
-            "status": job.status,
-            "total": job.total,
-            "done": job.done,
-            "failed": job.failed,
-            "skipped": job.skipped,
-            "source": job.source,
-            "created_at": job.created_at,
-            "finished_at": job.finished_at,
-        }
-        if job_id is not None:
-            counts = failure_counts(session=session, job_id=job.id)
-            row["failures"] = ", ".join(f"{r}={n}" for r, n in counts.items())
-        rows.append(row)
-    return rows

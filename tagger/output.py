@@ -12,9 +12,9 @@ from typing import Any, TextIO
 FORMATS = ("table", "csv", "json")
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: Any, *, human: bool = False) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat()
+        return value.strftime("%Y-%m-%d %H:%M:%S") if human else value.isoformat()
     if isinstance(value, float):
         return round(value, 4)
     return value
@@ -47,7 +47,11 @@ def render(
                 c, justify="right" if c.endswith(("score", "total", "done")) else "left"
             )
         for r in rows:
-            table.add_row(*("" if r.get(c) is None else str(_plain(r.get(c))) for c in columns))
-        Console(file=out, width=max(100, Console(file=out).width)).print(table)
+            table.add_row(
+                *("" if r.get(c) is None else str(_plain(r.get(c), human=True)) for c in columns)
+            )
+        # In a terminal, fit the screen; piped to a file or a pager, don't wrap cells.
+        console = Console(file=out)
+        Console(file=out, width=console.width if console.is_terminal else 240).print(table)
     else:  # pragma: no cover - click restricts the choice
         raise ValueError(f"unknown format {fmt!r}")

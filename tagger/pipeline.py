@@ -23,6 +23,7 @@ from tagger.batching import unique
 from tagger.db import Item, ModelVersion
 from tagger.exceptions import ItemError, NoActiveModel
 from tagger.images import decode_image
+from tagger.jobs import mark_started
 from tagger.registry import get_active_model_version
 from tagger.settings import Settings
 from tagger.storage import fetch_many, make_s3_client
@@ -101,7 +102,9 @@ class BatchTagger:
         self, job_id: int | None, item_ids: Sequence[str], *, final: bool = True
     ) -> BatchOutcome:
         ids = unique(item_ids)
-        with self.session_factory() as session:
+        with self.session_factory.begin() as session:
+            if job_id is not None:
+                mark_started(session=session, job_id=job_id)
             active = get_active_model_version(session=session)
             if active is None:
                 raise NoActiveModel("no active model version")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -60,6 +60,21 @@ class Settings(BaseSettings):
     tf_memory_growth: bool = Field(True, description="Grow GPU memory as needed.")
     mixed_precision: bool = Field(False, description="Run inference in mixed_float16 on GPUs.")
 
+    # --- nightly re-tagging ----------------------------------------------------------
+    retag_cron: str = Field(
+        "0 2 * * *", description="When beat runs the re-tag sweep (cron, UTC: m h dom mon dow)."
+    )
+    retag_limit: int = Field(100_000, ge=1, description="Most items one sweep queues.")
+    retry_failed_after: int = Field(
+        3600, ge=1, description="Back-off before a failed item is retried; doubles per attempt."
+    )
+    max_failure_attempts: int = Field(
+        5, ge=1, description="Failed items are retried by sweeps until this many attempts."
+    )
+    stall_after: int = Field(
+        7200, ge=60, description="A job with no progress for this long is shown as stalled."
+    )
+
     log_level: str = Field("INFO", description="Python logging level.")
 
     @field_validator("database_url")
@@ -75,6 +90,24 @@ class Settings(BaseSettings):
         if not v.startswith(("redis://", "rediss://")):
             raise ValueError("TAGGER_BROKER_URL must be a redis:// or rediss:// URL")
         return v
+
+    @field_validator("retag_cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        from tagger.schedule import parse_cron
+
+        parse_cron(v)  # raises ValueError with what is wrong
+        return v
+
+    @model_validator(mode="after")
+    def _stall_after_visibility(self) -> Settings:
+        # A job is "stalled" only once Redis would have re-delivered its lost batches.
+        if self.stall_after <= self.visibility_timeout:
+            raise ValueError(
+                f"TAGGER_STALL_AFTER ({self.stall_after}) must exceed "
+                f"TAGGER_VISIBILITY_TIMEOUT ({self.visibility_timeout})"
+            )
+        return self
 
     @field_validator("log_level")
     @classmethod
@@ -108,3 +141,20 @@ def _mask_url_password(url: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return urlunsplit(parts._replace(netloc=netloc))
     return url
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or a ConfigError naming each bad variable."""
+    from pydantic import ValidationError
+
+    from tagger.exceptions import ConfigError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = "TAGGER_" + "_".join(str(p) for p in err["loc"]).upper()
+            message = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{name}: {message}" if err["loc"] else message)
+        raise ConfigError("bad configuration: " + "; ".join(problems)) from None

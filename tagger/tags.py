@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from tagger.batching import chunked
-from tagger.db import Failure, JobItem, Tag, current_tags, insert, utcnow
+from tagger.db import Failure, JobItem, ModelVersion, Tag, current_tags, insert, utcnow
 from tagger.exceptions import ItemError
 from tagger.jobs import CHUNK, record_outcomes
 from tagger.scoring import Prediction
@@ -152,3 +152,37 @@ def list_failures(*, session: Session, job_id: int | None = None) -> list[Failur
             Failure.item_id.in_(sa.select(JobItem.item_id).where(JobItem.job_id == job_id))
         )
     return list(session.scalars(stmt))
+
+
+def prune_tags(*, session: Session, keep: int) -> int:
+    """Delete all but each item's ``keep`` most relevant tags; returns rows deleted.
+
+    Tags rank as the current_tags view ranks them (active version first, then newest),
+    so with ``keep >= 1`` every item keeps the tag it currently shows.
+    """
+    if keep < 1:
+        raise ValueError("keep must be at least 1: an item's current tag is never pruned")
+    rank = (
+        sa.func.row_number()
+        .over(
+            partition_by=Tag.item_id,
+            order_by=(
+                sa.case((ModelVersion.is_active.is_(True), 0), else_=1),
+                Tag.tagged_at.desc(),
+                Tag.model_version.desc(),
+            ),
+        )
+        .label("rank")
+    )
+    ranked = (
+        sa.select(Tag.item_id, Tag.model_version, rank)
+        .join(ModelVersion, ModelVersion.version == Tag.model_version)
+        .subquery()
+    )
+    doomed = sa.select(ranked.c.item_id, ranked.c.model_version).where(ranked.c.rank > keep)
+    result = session.execute(
+        sa.delete(Tag)
+        .where(sa.tuple_(Tag.item_id, Tag.model_version).in_(doomed))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount

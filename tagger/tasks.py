@@ -12,7 +12,7 @@ import sqlalchemy.exc
 from celery import Celery, Task
 from celery.signals import worker_process_init, worker_process_shutdown
 
-from tagger.celery_app import TAG_BATCH
+from tagger.celery_app import SWEEP, TAG_BATCH
 from tagger.db import make_engine, make_session_factory
 from tagger.exceptions import BatchError, NoActiveModel
 from tagger.pipeline import BatchTagger
@@ -95,6 +95,27 @@ def tag_batch(self: Task, job_id: int | None, item_ids: list[str]) -> dict:
     return {"job_id": job_id, "tagged": len(outcome.tagged), "failed": len(outcome.failed)}
 
 
+def sweep(
+    self: Task,
+    stale: bool = True,
+    failed: bool = True,
+    all_: bool = False,
+    limit: int | None = None,
+    source: str = "beat",
+) -> int | None:
+    """The scheduled re-tag sweep: plan a job in Postgres and queue its batches."""
+    from tagger.enqueue import sweep_and_queue
+
+    settings: Settings = self.app.tagger_settings
+    tagger = batch_tagger(settings)
+    try:
+        return sweep_and_queue(self.app, settings, tagger.session_factory, stale=stale,
+                               failed=failed, all_=all_, limit=limit, source=source)  # fmt: skip
+    except NoActiveModel:
+        log.warning("sweep skipped: no active model version")
+        return None
+
+
 def register(app: Celery) -> None:
     settings: Settings = app.tagger_settings
     app.task(
@@ -104,3 +125,4 @@ def register(app: Celery) -> None:
         acks_late=True,
         reject_on_worker_lost=True,
     )(tag_batch)
+    app.task(bind=True, name=SWEEP, acks_late=True)(sweep)

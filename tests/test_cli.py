@@ -59,7 +59,7 @@ def test_unknown_job_and_model_version_are_one_line_errors(db, env):
 def test_bad_setting_is_named(env):
     """A malformed TAGGER_* variable fails fast with the setting's name."""
     result = tagger({**env, "TAGGER_BATCH_SIZE": "zero"}, "jobs")
-    _one_line_error(result, "batch_size")
+    _one_line_error(result, "TAGGER_BATCH_SIZE")
 
 
 def test_import_without_active_model_is_refused(db, env, tmp_path):

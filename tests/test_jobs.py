@@ -8,7 +8,8 @@ import threading
 import sqlalchemy as sa
 
 from tagger.db import Item, Job
-from tagger.jobs import create_job, describe_jobs, record_outcomes
+from tagger.jobs import create_job, record_outcomes
+from tagger.progress import describe_jobs
 
 
 def _job(session_factory, n=6):
@@ -93,7 +94,7 @@ def test_describe_one_job_lists_failures_by_reason(session_factory):
             },
         )
     with session_factory() as s:
-        (row,) = describe_jobs(session=s, job_id=job_id)
+        (row,) = describe_jobs(session=s, stall_after=3600, job_id=job_id)
         assert row["failures"] == "missing_image=2, not_an_image=1"
         assert row["status"] == "finished" and row["failed"] == 3
         assert s.scalar(sa.select(sa.func.count()).select_from(Job)) == 1

@@ -199,8 +199,15 @@ def beat(ctx: Context, celery_args: tuple[str, ...]) -> None:
 
 
 # --- tags / jobs / retag -------------------------------------------------------------
-TAG_COLUMNS = ["item_id", "gender", "gender_score", "product_type", "product_score",
-               "model_version", "tagged_at"]  # fmt: skip
+TAG_COLUMNS = [
+    "item_id",
+    "gender",
+    "gender_score",
+    "product_type",
+    "product_score",
+    "model_version",
+    "tagged_at",
+]
 
 
 @cli.group("tags", invoke_without_command=True)
@@ -238,8 +245,12 @@ def tags(click_ctx: click.Context, fmt: str, **filters) -> None:
 
 
 @tags.command("prune")
-@click.option("--keep", type=click.IntRange(1), required=True,
-              help="Tags to keep per item (its current tag is always kept).")  # fmt: skip
+@click.option(
+    "--keep",
+    type=click.IntRange(1),
+    required=True,
+    help="Tags to keep per item (its current tag is always kept).",
+)
 @pass_ctx
 def tags_prune(ctx: Context, keep: int) -> None:
     """Delete old tag rows: keep each item's KEEP most relevant tags."""
@@ -292,9 +303,17 @@ def retag(ctx: Context, stale: bool, failed: bool, all_: bool, limit: int | None
 
     if not (stale or failed or all_):
         stale = failed = True
-    job_id = sweep_and_queue(create_app(ctx.settings), ctx.settings, ctx.sessions, stale=stale,
-                             failed=failed, all_=all_, limit=limit, source="retag",
-                             progress=True)  # fmt: skip
+    job_id = sweep_and_queue(
+        create_app(ctx.settings),
+        ctx.settings,
+        ctx.sessions,
+        stale=stale,
+        failed=failed,
+        all_=all_,
+        limit=limit,
+        source="retag",
+        progress=True,
+    )
     if job_id is None:
         click.echo("nothing to re-tag", err=True)
     else:

@@ -86,13 +86,25 @@ def sweep_and_queue(
 ) -> int | None:
     """Run a re-tag sweep and queue its job; returns the job id, or None if nothing to do."""
     with sessions.begin() as session:
-        plan = plan_sweep(session=session, settings=settings, stale=stale, failed=failed,
-                          all_=all_, limit=limit, source=source)  # fmt: skip
+        plan = plan_sweep(
+            session=session,
+            settings=settings,
+            stale=stale,
+            failed=failed,
+            all_=all_,
+            limit=limit,
+            source=source,
+        )
         job_id = plan.job.id if plan.job else None
     if job_id is None:
         log.info("sweep (%s): nothing to re-tag", source)
         return None
-    log.info("sweep (%s): job %s with %d stale and %d failed items", source, job_id,
-             plan.stale, plan.failed)  # fmt: skip
+    log.info(
+        "sweep (%s): job %s with %d stale and %d failed items",
+        source,
+        job_id,
+        plan.stale,
+        plan.failed,
+    )
     publish_batches(app, settings, job_id, plan.batches, progress=progress)
     return job_id

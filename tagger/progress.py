@@ -65,12 +65,18 @@ def describe_jobs(*, session: Session, stall_after: int, job_id: int | None = No
     for job in jobs:
         stats = job_stats(job, now=now, stall_after=stall_after)
         row = {
-            "id": job.id, "kind": job.kind, "status": stats.state, "total": job.total,
-            "done": job.done, "failed": job.failed, "skipped": job.skipped,
+            "id": job.id,
+            "kind": job.kind,
+            "status": stats.state,
+            "total": job.total,
+            "done": job.done,
+            "failed": job.failed,
+            "skipped": job.skipped,
             "rate/s": None if stats.rate is None else round(stats.rate, 2),
             "eta": _duration(stats.eta_s) if stats.state in ("queued", "running") else "",
-            "source": job.source, "created_at": job.created_at,
-        }  # fmt: skip
+            "source": job.source,
+            "created_at": job.created_at,
+        }
         if job_id is not None:
             counts = failure_counts(session=session, job_id=job.id)
             row["failures"] = ", ".join(f"{r}={n}" for r, n in counts.items())
@@ -99,8 +105,12 @@ def watch_job(
                 job = get_job(session=session, job_id=job_id)
                 stats = job_stats(job, now=utcnow(), stall_after=stall_after)
             rate = f"{stats.rate:.1f} items/s" if stats.rate else ""
-            bar.update(task, completed=stats.processed, rate=rate,
-                       description=f"job {job_id} {stats.state}")  # fmt: skip
+            bar.update(
+                task,
+                completed=stats.processed,
+                rate=rate,
+                description=f"job {job_id} {stats.state}",
+            )
             if stats.state not in ("queued", "running"):
                 break
             time.sleep(interval)

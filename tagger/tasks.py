@@ -109,8 +109,16 @@ def sweep(
     settings: Settings = self.app.tagger_settings
     tagger = batch_tagger(settings)
     try:
-        return sweep_and_queue(self.app, settings, tagger.session_factory, stale=stale,
-                               failed=failed, all_=all_, limit=limit, source=source)  # fmt: skip
+        return sweep_and_queue(
+            self.app,
+            settings,
+            tagger.session_factory,
+            stale=stale,
+            failed=failed,
+            all_=all_,
+            limit=limit,
+            source=source,
+        )
     except NoActiveModel:
         log.warning("sweep skipped: no active model version")
         return None

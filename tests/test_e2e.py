@@ -4,17 +4,13 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from tagger.db import Failure, Job, current_tags
 from tests.factories import make_s3_catalogue, write_csv
+from tests.processes import start_worker, stop, tagger, wait_for_job
 
 pytestmark = pytest.mark.slow
 
@@ -23,59 +19,6 @@ pytestmark = pytest.mark.slow
 def env(settings_env, tmp_path) -> dict[str, str]:
     """Environment for the child processes: the test's Postgres db, Redis db and S3."""
     return {**os.environ, "TAGGER_LOG_LEVEL": "INFO", "TAGGER_FETCH_CONCURRENCY": "8"}
-
-
-def tagger(env, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tagger.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def start_worker(env, name: str, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tagger.cli",
-            "worker",
-            "-n",
-            f"{name}@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-
-
-def stop(workers: list[subprocess.Popen]) -> None:
-    for w in workers:
-        if w.poll() is None:
-            w.send_signal(signal.SIGTERM)
-    for w in workers:
-        try:
-            w.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            w.kill()
-
-
-def wait_for_job(engine: sa.Engine, job_id: int, workers, timeout: float = 420) -> Job:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with engine.connect() as conn:
-            row = conn.execute(sa.select(Job.__table__).where(Job.id == job_id)).one()
-        if row.status == "finished":
-            return row
-        assert all(w.poll() is None for w in workers), "a worker exited early"
-        time.sleep(1)
-    raise AssertionError(f"job {job_id} did not finish: {row}")
 
 
 def test_500_items_two_workers_one_tag_per_good_item(

@@ -107,3 +107,59 @@ def test_query_filters_by_labels_and_score(session_factory):
         assert ids(job_id=job_id, limit=2) == ["i0", "i1"]
         assert ids(model_version="v1", product_type="Pants") == ["i2", "i3"]
         assert ids(job_id=job_id + 1) == []
+
+
+def test_prune_keeps_each_items_current_tag_and_the_newest_others(session_factory):
+    """prune --keep 2 leaves at most two rows per item, always including the current tag."""
+    from datetime import timedelta
+
+    from tagger.db import utcnow
+    from tagger.tags import prune_tags
+
+    _setup(session_factory, n=2)
+    now = utcnow()
+    with session_factory.begin() as s:
+        for name in ("v0", "v2", "v3"):
+            register_model_version(
+                session=s,
+                version=name,
+                artifact_uri="/m",
+                gender_labels=["MEN", "WOMEN"],
+                product_labels=["Dresses", "Pants"],
+                image_size=32,
+                uses_text=False,
+            )
+        # i0: tagged by four versions; the active v1 is the oldest tag of all.
+        for age, version in enumerate(["v3", "v2", "v0", "v1"]):
+            s.add(
+                Tag(
+                    item_id="i0",
+                    model_version=version,
+                    gender="MEN",
+                    gender_score=0.5,
+                    product_type="Pants",
+                    product_score=0.5,
+                    scores={},
+                    tagged_at=now - timedelta(hours=age),
+                )
+            )
+        # i1: only an old version's tag, its current one.
+        s.add(
+            Tag(
+                item_id="i1",
+                model_version="v0",
+                gender="MEN",
+                gender_score=0.5,
+                product_type="Pants",
+                product_score=0.5,
+                scores={},
+                tagged_at=now,
+            )
+        )
+    with session_factory.begin() as s:
+        assert prune_tags(session=s, keep=2) == 2
+    with session_factory() as s:
+        left = sorted(s.execute(sa.select(Tag.item_id, Tag.model_version)).all())
+        current = query_tags(session=s, query=TagQuery())
+    assert left == [("i0", "v1"), ("i0", "v3"), ("i1", "v0")]
+    assert [(r["item_id"], r["model_version"]) for r in current] == [("i0", "v1"), ("i1", "v0")]

@@ -1,0 +1,68 @@
+"""Job progress: throughput, ETA, and stalled jobs shown as stalled."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from tagger.db import Job, utcnow
+from tagger.progress import job_stats
+
+
+def _job(**kw):
+    now = utcnow()
+    base = dict(
+        id=1,
+        kind="import",
+        status="running",
+        total=100,
+        done=40,
+        failed=10,
+        skipped=0,
+        batch_size=10,
+        started_at=now - timedelta(seconds=50),
+        updated_at=now,
+        finished_at=None,
+    )
+    base.update(kw)
+    return Job(**base)
+
+
+def test_rate_and_eta_from_counters():
+    """50 items in 50 s is 1 item/s, so 50 remaining take 50 s."""
+    stats = job_stats(_job(), now=utcnow(), stall_after=3600)
+    assert stats.state == "running" and stats.processed == 50
+    assert abs(stats.rate - 1.0) < 0.05 and abs(stats.eta_s - 50) < 3
+
+
+def test_job_without_progress_is_stalled():
+    """An active job whose counters have not moved for stall_after seconds is stalled."""
+    old = utcnow() - timedelta(hours=3)
+    stats = job_stats(
+        _job(updated_at=old, started_at=old - timedelta(minutes=1)), now=utcnow(), stall_after=7200
+    )
+    assert stats.state == "stalled"
+
+
+def test_finished_job_is_never_stalled():
+    """A finished job keeps its status however old it is."""
+    old = utcnow() - timedelta(days=3)
+    stats = job_stats(
+        _job(
+            status="finished",
+            done=90,
+            updated_at=old,
+            finished_at=old,
+            started_at=old - timedelta(seconds=100),
+        ),
+        now=utcnow(),
+        stall_after=60,
+    )
+    assert stats.state == "finished" and stats.eta_s == 0.0 and abs(stats.rate - 1.0) < 0.01
+
+
+def test_job_not_started_has_no_rate():
+    """Before any batch ran there is no throughput to report."""
+    stats = job_stats(
+        _job(status="queued", done=0, failed=0, started_at=None), now=utcnow(), stall_after=3600
+    )
+    assert stats.rate is None and stats.eta_s is None and stats.remaining == 100

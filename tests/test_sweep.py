@@ -1,0 +1,203 @@
+"""The re-tag sweep queues exactly the stale, changed and due-for-retry items, once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import sqlalchemy as sa
+
+from tagger.db import Failure, Item, Job, JobItem, Tag, utcnow
+from tagger.jobs import create_job
+from tagger.registry import register_model_version
+from tagger.settings import Settings
+from tagger.sweep import plan_sweep
+
+SETTINGS = Settings(retry_failed_after=3600, max_failure_attempts=3, stall_after=7200)
+HOUR = timedelta(hours=1)
+
+
+def _version(s, name, active):
+    register_model_version(
+        session=s,
+        version=name,
+        artifact_uri=f"/m/{name}",
+        gender_labels=["MEN", "WOMEN"],
+        product_labels=["Dresses"],
+        image_size=32,
+        uses_text=False,
+        activate=active,
+    )
+
+
+def _tag(item, version, at):
+    return Tag(
+        item_id=item,
+        model_version=version,
+        gender="MEN",
+        gender_score=0.9,
+        product_type="Dresses",
+        product_score=0.9,
+        scores={},
+        tagged_at=at,
+    )
+
+
+def _catalogue(session_factory):
+    """One item for each case the sweep must tell apart."""
+    now = utcnow()
+    with session_factory.begin() as s:
+        _version(s, "old", active=False)
+        _version(s, "new", active=True)
+        s.add_all(
+            [
+                Item(item_id=i, image_uri=f"/img/{i}.jpg", updated_at=now - 10 * HOUR)
+                for i in (
+                    "fresh",
+                    "untagged",
+                    "old-only",
+                    "changed",
+                    "fail-due",
+                    "fail-wait",
+                    "fail-max",
+                    "fail-changed",
+                    "busy",
+                    "stalled",
+                )
+            ]
+        )
+        s.flush()
+        s.get(Item, "changed").updated_at = now - HOUR  # image replaced after tagging
+        s.get(Item, "fail-changed").updated_at = now - HOUR
+        s.add_all(
+            [
+                _tag("fresh", "new", now - 2 * HOUR),
+                _tag("old-only", "old", now - 5 * HOUR),
+                _tag("changed", "new", now - 2 * HOUR),
+                _tag("busy", "old", now - 5 * HOUR),
+                _tag("stalled", "old", now - 5 * HOUR),
+            ]
+        )
+        s.add_all(
+            [
+                # 1 attempt, 2 h ago: back-off 1 h passed → due.
+                Failure(
+                    item_id="fail-due",
+                    reason="missing_image",
+                    message="x",
+                    attempts=1,
+                    last_seen=now - 2 * HOUR,
+                ),
+                # 2 attempts, 1.5 h ago: back-off 2 h not yet passed.
+                Failure(
+                    item_id="fail-wait",
+                    reason="missing_image",
+                    message="x",
+                    attempts=2,
+                    last_seen=now - 1.5 * HOUR,
+                ),
+                # 3 attempts = the maximum: never again (until the image changes).
+                Failure(
+                    item_id="fail-max",
+                    reason="corrupt_image",
+                    message="x",
+                    attempts=3,
+                    last_seen=now - 5 * HOUR,
+                ),
+                # failed, then the image was replaced: stale again at once.
+                Failure(
+                    item_id="fail-changed",
+                    reason="corrupt_image",
+                    message="x",
+                    attempts=3,
+                    last_seen=now - 2 * HOUR,
+                ),
+            ]
+        )
+        busy = create_job(session=s, kind="import", source="t", item_ids=["busy"], batch_size=1)
+        stalled = create_job(
+            session=s, kind="import", source="t", item_ids=["stalled"], batch_size=1
+        )
+        s.flush()
+        stalled_job = s.get(Job, stalled.id)
+        stalled_job.status, stalled_job.updated_at = "running", now - 3 * HOUR
+        assert busy.id != stalled.id
+
+
+def _queued(plan):
+    return sorted(i for batch in plan.batches for i in batch)
+
+
+def test_sweep_queues_exactly_stale_changed_and_due_items(session_factory):
+    """New-version gaps, changed images, due failures and stalled jobs' items; nothing else."""
+    _catalogue(session_factory)
+    with session_factory.begin() as s:
+        plan = plan_sweep(session=s, settings=SETTINGS)
+    assert _queued(plan) == sorted(
+        ["untagged", "old-only", "changed", "fail-changed", "stalled", "fail-due"]
+    )
+    assert (plan.stale, plan.failed) == (5, 1)
+    with session_factory() as s:
+        job = s.get(Job, plan.job.id)
+        assert (job.kind, job.total, job.status) == ("retag", 6, "queued")
+
+
+def test_flags_select_parts_and_limit_bounds_the_sweep(session_factory):
+    """--failed alone queues only due failures; --all everything not busy; --limit caps it."""
+    _catalogue(session_factory)
+    with session_factory.begin() as s:
+        assert _queued(plan_sweep(session=s, settings=SETTINGS, stale=False)) == ["fail-due"]
+        s.rollback()
+    with session_factory.begin() as s:
+        everything = _queued(plan_sweep(session=s, settings=SETTINGS, all_=True))
+        assert "busy" not in everything and len(everything) == 9
+        s.rollback()
+    with session_factory.begin() as s:
+        plan = plan_sweep(session=s, settings=SETTINGS, limit=2, batch_size=1)
+        assert len(_queued(plan)) == 2 and len(plan.batches) == 2
+
+
+def test_second_sweep_finds_nothing_left(session_factory):
+    """Right after a sweep, the same sweep queues nothing and creates no job."""
+    _catalogue(session_factory)
+    with session_factory.begin() as s:
+        assert plan_sweep(session=s, settings=SETTINGS).job is not None
+    with session_factory.begin() as s:
+        again = plan_sweep(session=s, settings=SETTINGS)
+    assert again.job is None and again.batches == []
+
+
+def test_two_concurrent_sweeps_queue_the_work_once(session_factory):
+    """A sweep started while another one's transaction is still open queues nothing twice."""
+    _catalogue(session_factory)
+    planned = threading.Event()
+    plans = []
+
+    def first():
+        with session_factory.begin() as s:
+            plans.append(plan_sweep(session=s, settings=SETTINGS))
+            planned.set()
+            time.sleep(0.5)  # keep the transaction open while the second sweep runs
+
+    def second():
+        planned.wait()
+        with session_factory.begin() as s:
+            plans.append(plan_sweep(session=s, settings=SETTINGS))
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    queued = sorted(i for p in plans for i in _queued(p))
+    assert len(queued) == 6 and len(set(queued)) == 6
+    assert sorted(p.job is None for p in plans) == [False, True]
+    with session_factory() as s:
+        rows = s.execute(
+            sa.select(JobItem.item_id, sa.func.count())
+            .join(Job, Job.id == JobItem.job_id)
+            .where(Job.kind == "retag")
+            .group_by(JobItem.item_id)
+        ).all()
+        assert all(n == 1 for _, n in rows) and len(rows) == 6

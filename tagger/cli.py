@@ -199,15 +199,6 @@ def beat(ctx: Context, celery_args: tuple[str, ...]) -> None:
 
 
 # --- tags / jobs / retag -------------------------------------------------------------
-TAG_COLUMNS = [
-    "item_id",
-    "gender",
-    "gender_score",
-    "product_type",
-    "product_score",
-    "model_version",
-    "tagged_at",
-]
 
 
 @cli.group("tags", invoke_without_command=True)
@@ -226,7 +217,7 @@ def tags(click_ctx: click.Context, fmt: str, **filters) -> None:
     if click_ctx.invoked_subcommand is not None:
         return
     from tagger.jobs import get_job
-    from tagger.output import render
+    from tagger.output import TAG_COLUMNS, render
     from tagger.registry import get_model_version
     from tagger.tags import TagQuery, query_tags
 

@@ -10,21 +10,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from tagger.db import upgrade
 from tagger.importer import import_items
-from tagger.output import render
+from tagger.output import TAG_COLUMNS, render
 from tagger.pipeline import BatchTagger
 from tagger.registry import register_artifact
 from tagger.settings import Settings
 from tagger.sources import load_items
 from tagger.tags import TagQuery, query_tags
-
-TAG_COLUMNS = [
-    "item_id",
-    "gender",
-    "gender_score",
-    "product_type",
-    "product_score",
-    "model_version",
-]
 
 
 def run_embedded(
@@ -64,7 +55,12 @@ def run_embedded(
             progress.advance(task, len(batch))
     with sessions() as session:
         rows = query_tags(session=session, query=TagQuery(job_id=job_id))
-    render(rows, columns=TAG_COLUMNS, fmt=fmt, title=f"job {job_id}: tags")
+    render(
+        rows,
+        columns=[c for c in TAG_COLUMNS if c != "tagged_at"],
+        fmt=fmt,
+        title=f"job {job_id}: tags",
+    )
     click.echo(
         f"job {job_id}: {len(items)} items, {plan.job.total} tagged now "
         f"({len(failed)} failed), {plan.job.skipped} already up to date",

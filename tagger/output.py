@@ -10,6 +10,15 @@ from datetime import datetime
 from typing import Any, TextIO
 
 FORMATS = ("table", "csv", "json")
+TAG_COLUMNS = (
+    "item_id",
+    "gender",
+    "gender_score",
+    "product_type",
+    "product_score",
+    "model_version",
+    "tagged_at",
+)
 
 
 def _plain(value: Any, *, human: bool = False) -> Any:

@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import sqlalchemy as sa
 
 from tagger.db import Item, Job
 from tests.factories import broken_bytes, jpeg_bytes, write_csv
-
-
-def tagger(env, *args: str, timeout: int = 180) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tagger.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+from tests.processes import tagger
 
 
 @pytest.fixture

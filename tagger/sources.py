@@ -14,7 +14,8 @@ def load_items(
     settings: Settings, *, file: Path | None = None, s3_prefix: str | None = None
 ) -> tuple[list[CatalogueItem], str]:
     """The items to import and a label for the job's ``source``."""
-    from tagger.storage import list_images, make_s3_client
+    from tagger.listing import list_images
+    from tagger.storage import make_s3_client
 
     if s3_prefix is not None:
         if not s3_prefix.startswith("s3://"):

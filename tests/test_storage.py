@@ -20,8 +20,6 @@ from tagger.storage import (
     ParsedUri,
     fetch_fingerprint,
     fetch_many,
-    item_id_for,
-    list_images,
     make_s3_client,
     parse_uri,
 )
@@ -98,29 +96,6 @@ def test_parse_uri_allows_bucket_only_prefix_when_asked():
     """A listing prefix may be a whole bucket."""
     assert parse_uri("s3://bucket", allow_empty_key=True) == ParsedUri("s3", "bucket", "")
     assert parse_uri("s3://bucket/", allow_empty_key=True).key == ""
-
-
-@pytest.mark.parametrize(
-    ("key", "prefix", "item_id"),
-    [
-        ("cat/2024/dresses/123.jpg", "cat/2024/", "dresses/123"),
-        ("cat/2024/dresses/123.jpg", "cat/2024", "dresses/123"),
-        ("123.JPEG", "", "123"),
-        ("p/a.b.c.png", "p/", "a.b.c"),
-        ("p/v1.2/noext", "p/", "v1.2/noext"),
-        ("/data/imgs/x/1.webp", "/data/imgs", "x/1"),
-    ],
-)
-def test_item_id_for(key, prefix, item_id):
-    """Item ids are the key relative to the prefix folder, minus the file extension."""
-    assert item_id_for(key, prefix) == item_id
-
-
-@pytest.mark.parametrize(("key", "prefix"), [("cat/2024-old/1.jpg", "cat/2024"), ("a/", "a/")])
-def test_item_id_for_rejects_keys_outside_prefix(key, prefix):
-    """A key outside the prefix folder (or the folder itself) has no item id."""
-    with pytest.raises(ValueError, match="not under"):
-        item_id_for(key, prefix)
 
 
 # --- make_s3_client ----------------------------------------------------------------------
@@ -281,58 +256,3 @@ def test_fetch_many_local_files(tmp_path):
     assert isinstance(out[uris[2]], TooLarge)
     assert isinstance(out[uris[3]], MissingImage) and "no such file" in str(out[uris[3]])
     assert isinstance(out[uris[4]], MissingImage)
-
-
-# --- list_images / fetch_fingerprint -------------------------------------------------------
-
-
-def test_list_images_s3_prefix_with_pagination(client, bucket):
-    """Images under the prefix folder only, nested, in key order, across several pages."""
-    keys = [
-        "cat/2024/dresses/1.jpg",
-        "cat/2024/dresses/2.JPEG",
-        "cat/2024/tops/a/3.png",
-        "cat/2024/tops/4.webp",
-        "cat/2024/5.jpg",
-        "cat/2024/notes.txt",
-        "cat/2024/tops/",  # folder marker
-        "cat/2024/tops/._4.webp",  # macOS debris
-        "cat/2024/.trash/6.jpg",
-        "cat/2024-old/7.jpg",  # sibling prefix: not in the folder
-        "other/8.jpg",
-    ]
-    for i, key in enumerate(keys):
-        client.put_object(Bucket=bucket, Key=key, Body=blob(i, 100 + i))
-
-    listed = list(list_images(f"s3://{bucket}/cat/2024", s3_client=client, page_size=2))
-
-    assert [x.item_id for x in listed] == ["5", "dresses/1", "dresses/2", "tops/4", "tops/a/3"]
-    first = listed[0]
-    assert first.uri == f"s3://{bucket}/cat/2024/5.jpg" and first.key == "cat/2024/5.jpg"
-    assert first.size == 104 and first.etag and '"' not in first.etag
-    assert first.fingerprint == fetch_fingerprint(first.uri, s3_client=client)
-    assert fetch_fingerprint(f"s3://{bucket}/cat/none.jpg", s3_client=client) is None
-    whole = list(list_images(f"s3://{bucket}", s3_client=client))
-    assert len(whole) == 7  # 5 above + cat/2024-old/7.jpg + other/8.jpg
-
-
-def test_list_images_missing_bucket_is_config_error(client):
-    """Listing a bucket that does not exist says so in one line."""
-    with pytest.raises(ConfigError, match="does not exist"):
-        list(list_images("s3://no-such-bucket-here/x/", s3_client=client))
-
-
-def test_list_images_local_directory(tmp_path):
-    """A local folder is walked in sorted order, skipping hidden and non-image files."""
-    rels = ["b/2.png", "a/1.JPG", "0.webp", "c.webp", "readme.md", ".hidden/9.jpg", "a/.x.jpg"]
-    for rel in rels:
-        path = tmp_path / "imgs" / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"img")
-    listed = list(list_images(str(tmp_path / "imgs"), s3_client=None))
-    assert [x.item_id for x in listed] == ["0", "a/1", "b/2", "c"]  # S3's key order
-    assert listed[1].uri == str((tmp_path / "imgs" / "a" / "1.JPG").resolve())
-    assert listed[0].fingerprint == fetch_fingerprint(listed[0].uri, s3_client=None)
-    assert fetch_fingerprint(str(tmp_path / "nope.jpg"), s3_client=None) is None
-    with pytest.raises(ConfigError, match="not a directory"):
-        list(list_images(str(tmp_path / "missing"), s3_client=None))

@@ -14,14 +14,17 @@ from celery.signals import worker_process_init, worker_process_shutdown
 
 from tagger.celery_app import SWEEP, TAG_BATCH
 from tagger.db import make_engine, make_session_factory
-from tagger.exceptions import BatchError, NoActiveModel
+from tagger.exceptions import ArtifactError, BatchError, NoActiveModel
 from tagger.pipeline import BatchTagger
 from tagger.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Errors worth another try: the broker will hand the batch back after a back-off.
+# Errors that are not the items' fault: retry the batch after a back-off. If they outlast
+# the retries the items stay pending in the job's ledger (the job shows as stalled) and
+# the next sweep queues them again, rather than being marked failed by the thousand.
 TRANSIENT = (
+    ArtifactError,
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
     botocore.exceptions.BotoCoreError,
@@ -63,6 +66,7 @@ def backoff(retries: int, cap: int) -> float:
 
 
 def tag_batch(self: Task, job_id: int | None, item_ids: list[str]) -> dict:
+    """Tag one batch; safe to run twice (at-least-once delivery)."""
     settings: Settings = self.app.tagger_settings
     retries = self.request.retries
     final = retries >= self.max_retries

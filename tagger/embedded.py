@@ -54,16 +54,16 @@ def run_embedded(
             failed.update({i: f"{e.reason}: {e}" for i, e in outcome.failed.items()})
             progress.advance(task, len(batch))
     with sessions() as session:
-        rows = query_tags(session=session, query=TagQuery(job_id=job_id))
+        rows = query_tags(session=session, query=TagQuery(item_ids=tuple(i.item_id for i in items)))
     render(
         rows,
         columns=[c for c in TAG_COLUMNS if c != "tagged_at"],
         fmt=fmt,
-        title=f"job {job_id}: tags",
+        title=f"{source}: tags",
     )
     click.echo(
-        f"job {job_id}: {len(items)} items, {plan.job.total} tagged now "
-        f"({len(failed)} failed), {plan.job.skipped} already up to date",
+        f"job {job_id}: {len(items)} items: {plan.job.total - len(failed)} tagged now, "
+        f"{len(failed)} failed, {plan.job.skipped} already up to date",
         err=True,
     )
     for item_id, why in sorted(failed.items()):

@@ -98,6 +98,7 @@ class TagQuery:
     product_type: str | None = None
     min_score: float | None = None
     item_id: str | None = None
+    item_ids: tuple[str, ...] | None = None
     job_id: int | None = None
     model_version: str | None = None
     since: datetime | None = None
@@ -110,6 +111,23 @@ def query_tags(*, session: Session, query: TagQuery) -> list[dict[str, Any]]:
     ``min_score`` applies to the score of each label filtered on (gender and/or product
     type); with neither, to the product-type score.
     """
+    stmt, c = _tag_select(query)
+    if query.item_ids is None:
+        stmt = stmt.order_by(c.item_id)
+        if query.limit:
+            stmt = stmt.limit(query.limit)
+        return [dict(row._mapping) for row in session.execute(stmt)]
+    # Chunked: a catalogue's worth of ids would exceed driver parameter limits.
+    rows: list[dict[str, Any]] = []
+    for chunk in chunked(sorted(set(query.item_ids)), CHUNK):
+        part = stmt.where(c.item_id.in_(chunk)).order_by(c.item_id)
+        rows += [dict(row._mapping) for row in session.execute(part)]
+        if query.limit and len(rows) >= query.limit:
+            return rows[: query.limit]
+    return rows
+
+
+def _tag_select(query: TagQuery):
     src = Tag.__table__ if query.model_version else current_tags
     c = src.c
     stmt = sa.select(
@@ -139,10 +157,7 @@ def query_tags(*, session: Session, query: TagQuery) -> list[dict[str, Any]]:
         stmt = stmt.where(c.item_id.in_(in_job))
     if query.since is not None:
         stmt = stmt.where(c.tagged_at >= query.since)
-    stmt = stmt.order_by(c.item_id)
-    if query.limit:
-        stmt = stmt.limit(query.limit)
-    return [dict(row._mapping) for row in session.execute(stmt)]
+    return stmt, c
 
 
 def list_failures(*, session: Session, job_id: int | None = None) -> list[Failure]:

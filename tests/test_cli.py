@@ -92,5 +92,8 @@ def test_embedded_run_tags_local_files_on_sqlite(artifact, tmp_path):
     assert sorted(t["item_id"] for t in tags) == ["sku1", "sku2", "sku3", "sku4"]
     assert all(t["gender"] in ("MEN", "WOMEN") for t in tags)
     assert "failed sku0: corrupt_image" in result.stderr
+    rerun = tagger(env, "run", str(catalogue), "--format", "json")
+    assert rerun.returncode == 0 and "4 already up to date" in rerun.stderr
+    assert json.loads(rerun.stdout) == tags  # nothing re-tagged, the same tags printed
     again = tagger(env, "tags", "--format", "csv")
     assert again.returncode == 0 and again.stdout.count("\n") == 5  # header + 4 rows

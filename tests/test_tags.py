@@ -163,3 +163,20 @@ def test_prune_keeps_each_items_current_tag_and_the_newest_others(session_factor
         current = query_tags(session=s, query=TagQuery())
     assert left == [("i0", "v1"), ("i0", "v3"), ("i1", "v0")]
     assert [(r["item_id"], r["model_version"]) for r in current] == [("i0", "v1"), ("i1", "v0")]
+
+
+def test_query_by_many_item_ids_spans_chunks(session_factory):
+    """An item id list longer than one IN chunk returns every matching tag, in order."""
+    from tagger.jobs import CHUNK
+
+    n = CHUNK + 20
+    job_id = _setup(session_factory, n=n)
+    with session_factory.begin() as s:
+        preds = {f"i{k}": _pred("MEN", 0.9, "Pants", 0.9) for k in range(0, n, 2)}
+        save_batch(session=s, job_id=job_id, model_version="v1", predictions=preds, failures={})
+    wanted = tuple(f"i{k}" for k in range(n)) + ("nope",)
+    with session_factory() as s:
+        rows = query_tags(session=s, query=TagQuery(item_ids=wanted))
+        limited = query_tags(session=s, query=TagQuery(item_ids=wanted, limit=3))
+    assert [r["item_id"] for r in rows] == sorted(preds)
+    assert [r["item_id"] for r in limited] == sorted(preds)[:3]

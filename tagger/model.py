@@ -215,26 +215,39 @@ class TaggerModel:
             raise ValueError(f"{images.shape[0]} images but {len(captions)} captions")
         if images.shape[0] == 0:
             return []
+        n = images.shape[0]
+        # Every new batch length costs a graph trace (~2 s on a CPU): a job's last batch,
+        # or a batch with a few broken images, would pay it again and again. Padding to
+        # the next power of two bounds the traces per process to a handful.
+        padded = padded_length(n)
         # Raw 0-255 values: the backbone rescales internally (see train.model).
-        inputs: dict[str, np.ndarray] = {IMAGE_INPUT: images.astype(np.float32, copy=False)}
+        pixels = np.zeros((padded, *images.shape[1:]), dtype=np.float32)
+        pixels[:n] = images
+        inputs: dict[str, np.ndarray] = {IMAGE_INPUT: pixels}
         if self.uses_text:
             texts = [c if isinstance(c, str) else "" for c in captions]
+            texts += [""] * (padded - n)
             inputs[CAPTION_INPUT] = np.array(texts, dtype=str).reshape(-1, 1)
         # predict_on_batch, not predict(): one graph call with no per-call dataset and
         # callback set-up, which dominates for a single batch.
         with self._lock:
             out = self.keras_model.predict_on_batch(inputs)
         return to_predictions(
-            np.asarray(out[GENDER_HEAD]),
-            np.asarray(out[PRODUCT_HEAD]),
+            np.asarray(out[GENDER_HEAD])[:n],
+            np.asarray(out[PRODUCT_HEAD])[:n],
             gender_labels=self.gender_labels,
             product_labels=self.product_labels,
         )
 
-    def warmup(self) -> None:
-        """Run one dummy image so graph tracing happens before the first real batch."""
-        blank = np.zeros((1, self.image_size, self.image_size, 3), dtype=np.uint8)
-        self.predict(blank, [""])
+    def warmup(self, batch_size: int = 1) -> None:
+        """Run a dummy batch so graph tracing happens before the first real batch."""
+        blank = np.zeros((batch_size, self.image_size, self.image_size, 3), dtype=np.uint8)
+        self.predict(blank, [""] * batch_size)
+
+
+def padded_length(n: int) -> int:
+    """The batch length a batch of ``n`` is padded to: the next power of two."""
+    return 1 << max(0, n - 1).bit_length()
 
 
 def load_model(path: Path | str, *, version: str) -> TaggerModel:

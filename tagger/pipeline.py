@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -94,6 +95,7 @@ class BatchTagger:
                 )
                 previous = self._model.version if self._model else None
                 self._model = load_model(path, version=version.version)
+                self._model.warmup(self.settings.batch_size)  # trace the usual batch shape now
                 log.info("loaded model %s from %s (was %s)", version.version, path, previous)
             return self._model
 
@@ -102,6 +104,7 @@ class BatchTagger:
         self, job_id: int | None, item_ids: Sequence[str], *, final: bool = True
     ) -> BatchOutcome:
         ids = unique(item_ids)
+        clock = _Stopwatch()
         with self.session_factory.begin() as session:
             if job_id is not None:
                 mark_started(session=session, job_id=job_id)
@@ -113,6 +116,7 @@ class BatchTagger:
                 i.item_id: i for i in session.scalars(sa.select(Item).where(Item.item_id.in_(ids)))
             }
         model = self.model_for(active)
+        clock.lap("load")
         outcome = BatchOutcome(job_id=job_id, model_version=active.version)
         outcome.unknown = [i for i in ids if i not in items]
         if outcome.unknown:
@@ -125,7 +129,9 @@ class BatchTagger:
             concurrency=self.settings.fetch_concurrency,
             max_bytes=self.settings.max_image_bytes,
         )
+        clock.lap("fetch")
         pixels = self._decode(present, items, blobs, model.image_size, outcome, final=final)
+        clock.lap("decode")
 
         good = [i for i in present if i in pixels]
         predictions = {}
@@ -134,6 +140,7 @@ class BatchTagger:
             captions = [items[i].title for i in good] if model.uses_text else [None] * len(good)
             predictions = dict(zip(good, model.predict(batch, captions), strict=True))
         outcome.tagged = list(predictions)
+        clock.lap("model")
 
         with self.session_factory.begin() as session:
             save_batch(
@@ -143,14 +150,16 @@ class BatchTagger:
                 predictions=predictions,
                 failures=outcome.failed,
             )
+        clock.lap("write")
         log.info(
-            "job %s: batch of %d → %d tagged, %d failed, %d deferred (model %s, 1 model call)",
+            "job %s: batch of %d → %d tagged, %d failed, %d deferred (model %s, 1 model call; %s)",
             job_id,
             len(ids),
             len(outcome.tagged),
             len(outcome.failed),
             len(outcome.deferred),
             active.version,
+            clock,
         )
         return outcome
 
@@ -201,3 +210,19 @@ class BatchTagger:
                 else:
                     outcome.failed[item_id] = result
         return pixels
+
+
+class _Stopwatch:
+    """Milliseconds per stage of a batch, for the log line operators tune batch size by."""
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = (now - self._last) * 1000
+        self._last = now
+
+    def __str__(self) -> str:
+        return " ".join(f"{k} {v:.0f}ms" for k, v in self.laps.items())

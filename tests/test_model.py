@@ -99,10 +99,31 @@ def test_predict_makes_one_model_call_per_batch(built):
     assert spy.call_count == 1
     (inputs,), _ = spy.call_args
     assert set(inputs) == {"image", "caption"}
-    assert inputs["image"].dtype == np.float32 and inputs["image"].shape == (5, SIZE, SIZE, 3)
-    assert inputs["image"].max() > 1.0  # raw 0-255 pixels: the backbone rescales itself
-    assert inputs["caption"].shape == (5, 1)
+    # padded to 8 rows (the next power of two) so odd batch lengths reuse a traced graph
+    assert inputs["image"].dtype == np.float32 and inputs["image"].shape == (8, SIZE, SIZE, 3)
+    assert inputs["image"][:5].max() > 1.0  # raw 0-255 pixels: the backbone rescales itself
+    assert not inputs["image"][5:].any()
+    assert inputs["caption"].shape == (8, 1)
     assert inputs["caption"][2, 0] == "" and inputs["caption"][0, 0] == CAPTIONS[0]
+
+
+@pytest.mark.slow
+def test_padding_does_not_change_predictions(built):
+    """A batch of 3 (padded to 4) tags its images as they are tagged in a batch of 4."""
+    _, _, loaded = built
+    images = _images(4, seed=5)
+    three = loaded.predict(images[:3], CAPTIONS[:3])
+    four = loaded.predict(images, CAPTIONS[:4])
+    for a, b in zip(three, four[:3], strict=True):
+        assert (a.gender, a.product_type) == (b.gender, b.product_type)
+        assert a.product_score == pytest.approx(b.product_score, abs=1e-5)
+
+
+def test_padded_length_is_the_next_power_of_two():
+    """Batch lengths round up to powers of two, so few distinct shapes are ever traced."""
+    from tagger.model import padded_length
+
+    assert [padded_length(n) for n in (1, 2, 3, 5, 32, 33, 64)] == [1, 2, 4, 8, 32, 64, 64]
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 
 import botocore.exceptions
 import sqlalchemy.exc
@@ -38,13 +39,17 @@ TRANSIENT = (
 _tagger: BatchTagger | None = None
 
 
+_tagger_lock = threading.Lock()  # `--pool threads`: several tasks may start at once
+
+
 def batch_tagger(settings: Settings) -> BatchTagger:
     global _tagger
-    if _tagger is None:
-        engine = make_engine(settings.database_url)
-        _tagger = BatchTagger(settings, make_session_factory(engine))
-        log.info("worker process %d ready", os.getpid())
-    return _tagger
+    with _tagger_lock:
+        if _tagger is None:
+            engine = make_engine(settings.database_url)
+            _tagger = BatchTagger(settings, make_session_factory(engine))
+            log.info("worker process %d ready", os.getpid())
+        return _tagger
 
 
 @worker_process_init.connect

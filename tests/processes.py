@@ -24,7 +24,8 @@ def tagger(env: dict[str, str], *args: str, timeout: int = 180) -> subprocess.Co
     )
 
 
-def start_worker(env: dict[str, str], name: str, log: Path) -> subprocess.Popen:
+def start_worker(env: dict[str, str], name: str, log: Path, *extra: str) -> subprocess.Popen:
+    """`tagger worker` in its own process (prefork pool unless ``extra`` says otherwise)."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -36,6 +37,7 @@ def start_worker(env: dict[str, str], name: str, log: Path) -> subprocess.Popen:
             "--without-gossip",
             "--without-mingle",
             "--without-heartbeat",
+            *extra,
         ],
         env=env,
         stdout=log.open("w"),

@@ -37,7 +37,12 @@ def test_500_items_two_workers_one_tag_per_good_item(
     job_id = int(imp.stdout.strip())
 
     logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
-    workers = [start_worker(env, f"w{i + 1}", log) for i, log in enumerate(logs)]
+    # One prefork worker, and one with two threads sharing one model (fetch and decode
+    # of one batch overlap the other's model call).
+    workers = [
+        start_worker(env, "w1", logs[0]),
+        start_worker(env, "w2", logs[1], "--pool", "threads", "--concurrency", "2"),
+    ]
     try:
         job = wait_for_job(db, job_id, workers)
     finally:

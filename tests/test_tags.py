@@ -174,7 +174,7 @@ def test_query_by_many_item_ids_spans_chunks(session_factory):
     with session_factory.begin() as s:
         preds = {f"i{k}": _pred("MEN", 0.9, "Pants", 0.9) for k in range(0, n, 2)}
         save_batch(session=s, job_id=job_id, model_version="v1", predictions=preds, failures={})
-    wanted = tuple(f"i{k}" for k in range(n)) + ("nope",)
+    wanted = (*(f"i{k}" for k in range(n)), "nope")
     with session_factory() as s:
         rows = query_tags(session=s, query=TagQuery(item_ids=wanted))
         limited = query_tags(session=s, query=TagQuery(item_ids=wanted, limit=3))

@@ -18,8 +18,11 @@ venv: $(BIN)/tagger
 
 demo: venv
 	rm -rf $(DEMO)
-	$(BIN)/python -m train synthetic --out $(DEMO)/catalogue --n 48 --seed 7
-	$(BIN)/python -m train init --out $(DEMO)/model --image-size 64 --backbone-weights none --data $(DEMO)/catalogue/labels_front.csv
+	$(BIN)/python -m train synthetic --out $(DEMO)/train --n 408 --seed 7 --image-size 64
+	$(BIN)/python -m train fit --data $(DEMO)/train/labels_front.csv --out $(DEMO)/model \
+		--image-size 64 --backbone-weights none --epochs 10 --learning-rate 0.003 --lr-schedule cosine \
+		--name demo
+	$(BIN)/python -m train synthetic --out $(DEMO)/catalogue --n 48 --seed 8 --image-size 64
 	TAGGER_DATABASE_URL=sqlite:///$(DEMO)/tagger.db $(BIN)/tagger run $(DEMO)/catalogue/catalogue.csv --model $(DEMO)/model
 
 test: venv

@@ -120,3 +120,31 @@ def test_cli_synthetic_writes_catalogue(tmp_path: Path):
     assert result.exit_code == 0, result.output
     assert len(result.output.strip().splitlines()) == 1
     assert len(_rows(tmp_path / "s" / "labels_front.csv")) == 3
+
+
+def test_products_subset_draws_only_those(tmp_path: Path):
+    """generate(products=...) draws only the given product types, still balanced."""
+    rows = _rows(
+        generate(tmp_path, n=12, seed=1, image_size=32, products=["Pants", "Skirts"])
+        / "labels_front.csv"
+    )
+    pairs = Counter((r["gender"], r["product_type"]) for r in rows)
+    assert set(pairs) == {(g, p) for g in GENDER_LABELS for p in ("Pants", "Skirts")}
+    assert set(pairs.values()) == {3}
+    with pytest.raises(ValueError, match="unknown product types"):
+        generate(tmp_path / "x", n=1, products=["Hats"])
+
+
+def test_upload_to_s3_gives_an_importable_catalogue(dataset: Path, s3_client, bucket: str):
+    """upload() copies labels, images and an s3:// catalogue under the prefix."""
+    from train.synthetic import upload
+
+    count = upload(dataset, f"s3://{bucket}/syn/", s3_client)
+    keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=bucket, Prefix="syn/")["Contents"]}
+    assert count == len(keys) == 68 + 2
+    assert {"syn/labels_front.csv", "syn/catalogue.csv"} <= keys
+    body = s3_client.get_object(Bucket=bucket, Key="syn/catalogue.csv")["Body"].read().decode()
+    catalogue = list(csv.DictReader(body.splitlines()))
+    first = catalogue[0]["image_uri"]
+    assert first.startswith(f"s3://{bucket}/syn/selected_images/") and first.endswith(".jpg")
+    assert f"syn/selected_images/{first.rsplit('/', 1)[1]}" in keys

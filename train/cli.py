@@ -1,8 +1,9 @@
-"""`python -m train`: synthetic catalogues and model artifacts.
+"""`python -m train`: synthetic catalogues, training, evaluation and model artifacts.
 
-Subcommands so far: ``synthetic`` (a labelled synthetic catalogue) and ``init`` (an
-untrained artifact of the real architecture, for pipeline tests and demos). ``fit`` and
-``evaluate`` are added beside them. Errors are one line on stderr with a non-zero exit.
+Subcommands: ``synthetic`` (a labelled synthetic catalogue), ``fit`` (train a model into
+an artifact folder), ``evaluate`` (figures of an artifact on a labelled set) and ``init``
+(an untrained artifact of the real architecture, for pipeline tests). Errors are one
+line on stderr with a non-zero exit.
 """
 
 from __future__ import annotations
@@ -40,15 +41,207 @@ def cli() -> None:
 @click.option("--n", "n", required=True, type=click.IntRange(min=1), help="Number of items.")
 @click.option("--seed", default=42, show_default=True, type=int)
 @click.option("--image-size", default=128, show_default=True, type=click.IntRange(min=16))
-def synthetic(out_dir: Path, n: int, seed: int, image_size: int) -> None:
+@click.option(
+    "--s3-uri",
+    help="Also upload it to s3://bucket/prefix/ (endpoint and credentials as for tagger).",
+)
+def synthetic(out_dir: Path, n: int, seed: int, image_size: int, s3_uri: str | None) -> None:
     """Write a synthetic labelled catalogue (DeepFashion-MultiModal layout) to OUT."""
-    from train.synthetic import CATALOGUE_FILE, IMAGES_DIR, LABELS_FILE, generate
+    from train.synthetic import CATALOGUE_FILE, IMAGES_DIR, LABELS_FILE, generate, upload
 
     generate(out_dir, n=n, seed=seed, image_size=image_size)
     click.echo(
         f"wrote {n} items ({image_size}px, seed {seed}) to {out_dir}: {LABELS_FILE}, "
         f"{IMAGES_DIR}/, {CATALOGUE_FILE}"
     )
+    if s3_uri:
+        from tagger.settings import Settings
+        from tagger.storage import make_s3_client
+
+        try:
+            count = upload(out_dir, s3_uri, make_s3_client(Settings()))
+        except Exception as e:
+            raise click.ClickException(f"upload to {s3_uri} failed: {e}") from e
+        click.echo(f"uploaded {count} objects to {s3_uri}")
+
+
+@cli.command()
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="labels_front.csv (DeepFashion-MultiModal) or a catalogue CSV with gender and "
+    "product_type columns.",
+)
+@click.option(
+    "--images",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder the image paths are relative to [default: selected_images/ beside --data, "
+    "else the folder of --data].",
+)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--image-size", default=224, show_default=True, type=click.IntRange(min=32))
+@click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--backbone-weights",
+    default="imagenet",
+    show_default=True,
+    help="imagenet (downloaded by Keras), none (random init: the whole backbone is "
+    "trained), or a local weights file.",
+)
+@click.option("--no-text", is_flag=True, help="Image-only model (no caption input).")
+@click.option("--train-backbone", is_flag=True, help="Train all of the backbone.")
+@click.option(
+    "--fine-tune-layers",
+    default=0,
+    type=click.IntRange(min=0),
+    help="Train only the last N backbone layers (BatchNorm stays frozen).",
+)
+@click.option("--val-split", default=0.2, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--seed", default=42, show_default=True, type=int, help="Split, init and shuffle.")
+@click.option(
+    "--patience",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Early stopping: epochs without a better validation loss.",
+)
+@click.option("--learning-rate", default=1e-3, show_default=True, type=click.FloatRange(min=0))
+@click.option(
+    "--lr-schedule",
+    type=click.Choice(["constant", "cosine"]),
+    default="constant",
+    show_default=True,
+    help="cosine: one warm-up epoch, then decay over --epochs.",
+)
+@click.option(
+    "--caption-dropout",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Share of training captions blanked at random, so a text model also tags items "
+    "without a caption.",
+)
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep the best epoch's weights here [default: a temporary folder].",
+)
+@click.option("--name", default=None, help="Name recorded in the artifact's metadata.")
+def fit(
+    data: Path,
+    images: Path | None,
+    out_dir: Path,
+    image_size: int,
+    epochs: int,
+    batch_size: int,
+    backbone_weights: str,
+    no_text: bool,
+    train_backbone: bool,
+    fine_tune_layers: int,
+    val_split: float,
+    seed: int,
+    patience: int,
+    learning_rate: float,
+    lr_schedule: str,
+    caption_dropout: float,
+    checkpoint_dir: Path | None,
+    name: str | None,
+) -> None:
+    """Train a model on a labelled image folder and write the artifact to OUT."""
+    from train.data import DataError, read_labelled
+    from train.fit import FitOptions
+    from train.fit import fit as run_fit
+    from train.model import ModelConfig
+
+    weights = _weights(backbone_weights)
+    if weights is None:
+        # A random backbone that stays frozen is a fixed random projection: useless.
+        if fine_tune_layers:
+            raise click.UsageError(
+                "--backbone-weights none trains the whole backbone; --fine-tune-layers only "
+                "makes sense with pretrained weights"
+            )
+        train_backbone = True
+    if train_backbone and fine_tune_layers:
+        raise click.UsageError("give --train-backbone or --fine-tune-layers, not both")
+    try:
+        labelled = read_labelled(data, images)
+        config = ModelConfig(
+            image_size=image_size,
+            use_text=not no_text,
+            backbone_weights=weights,
+            train_backbone=train_backbone,
+            fine_tune_layers=fine_tune_layers,
+            learning_rate=learning_rate,
+        )
+        options = FitOptions(
+            epochs=epochs,
+            batch_size=batch_size,
+            val_split=val_split,
+            seed=seed,
+            patience=patience,
+            lr_schedule=lr_schedule,
+            caption_dropout=caption_dropout,
+            checkpoint_dir=checkpoint_dir,
+            name=name,
+        )
+        result = run_fit(labelled, out_dir, config, options, log=click.echo)
+    except (DataError, ValueError) as e:
+        raise click.ClickException(str(e)) from e
+    except Exception as e:
+        if weights == "imagenet" and "http" in str(e).lower():
+            raise click.ClickException(
+                f"could not get the ImageNet weights ({type(e).__name__}: {e}); without "
+                "internet use --backbone-weights none or a local weights file"
+            ) from e
+        raise
+
+    from tagger.model import artifact_fingerprint
+    from train.evaluate import format_report
+
+    click.echo(format_report(result.metrics, per_class=False))
+    click.echo(
+        f"saved artifact {result.artifact} (fingerprint {artifact_fingerprint(result.artifact)})"
+        f" in {result.seconds:.0f}s; figures are on the validation split"
+    )
+
+
+@cli.command()
+@click.option(
+    "--model", "artifact", required=True, type=click.Path(file_okay=False, path_type=Path)
+)
+@click.option("--data", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--images", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write metrics.json and the confusion-matrix PNGs here.",
+)
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+def evaluate(
+    artifact: Path, data: Path, images: Path | None, out_dir: Path | None, batch_size: int
+) -> None:
+    """Print (and write) the figures of a model artifact on a labelled set.
+
+    Image-only figures blank every caption (what the worker does for an item without a
+    title); image+caption figures are shown beside them for text models.
+    """
+    from tagger.exceptions import ArtifactError
+    from train.data import DataError
+    from train.evaluate import evaluate_artifact, format_report, write_report
+
+    try:
+        metrics = evaluate_artifact(artifact, data, images, batch_size=batch_size)
+    except (DataError, ArtifactError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"{metrics['evaluated_on']}, model {artifact}")
+    click.echo(format_report(metrics))
+    if out_dir:
+        for path in write_report(out_dir, metrics):
+            click.echo(f"wrote {path}")
 
 
 @cli.command()

@@ -171,10 +171,30 @@ def _image_branch(image: keras.KerasTensor, config: ModelConfig) -> keras.KerasT
     # no statistics to protect and must normalise with batch statistics while training,
     # or the deep random network does not train at all.
     from_scratch = config.backbone_weights is None and config.train_backbone
+    if from_scratch:
+        _for_training_from_scratch(backbone)
     x = backbone(image) if from_scratch else backbone(image, training=False)
     x = layers.GlobalAveragePooling2D(name="image_pool")(x)
     x = layers.BatchNormalization(name="image_bn")(x)
     return layers.Dense(256, activation="relu", name="image_dense")(x)
+
+
+def _for_training_from_scratch(backbone: keras.Model) -> None:
+    """Settings for a random backbone trained on a small set in few epochs.
+
+    BatchNorm momentum 0.9 instead of 0.99: the moving statistics used at inference must
+    catch up with weights that change fast, or validation (and the saved model) sees
+    stale statistics for the first few hundred steps. Stochastic depth (the backbone's
+    per-block dropout) is switched off: it is a regulariser for long ImageNet runs and
+    only slows down a short one; the fusion block keeps its own dropout.
+    """
+    from keras import layers
+
+    for layer in backbone.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = 0.9
+        elif isinstance(layer, layers.Dropout):
+            layer.rate = 0.0
 
 
 def _backbone(size: int, weights: str | None) -> keras.Model:

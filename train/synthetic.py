@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import colorsys
 import csv
+import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -76,8 +78,8 @@ SHAPES: dict[str, dict] = {
         cut=[[(.42, .12), (.58, .12), (.515, .5), (.515, .86), (.485, .86), (.485, .5)]],
         accent=[("shade", _rect(.28, .80, .72, .86))],
         buttons=[(.46, y) for y in (.56, .66, .76)]),
-    "Denim": dict(
-        body=[[(.30, .08), (.70, .08), (.73, .95), (.54, .95), (.5, .34), (.46, .95), (.27, .95)]],
+    "Denim": dict(  # slim jeans
+        body=[[(.30, .08), (.70, .08), (.67, .95), (.53, .95), (.5, .34), (.47, .95), (.33, .95)]],
         lines=[("stitch", [(.30, .13), (.70, .13)]), ("stitch", [(.5, .13), (.5, .30)]),
                ("stitch", [(.33, .13), (.41, .23)]), ("stitch", [(.67, .13), (.59, .23)])],
         buttons=[(.5, .105)], trim=.62, tex=("twill",)),
@@ -102,30 +104,30 @@ SHAPES: dict[str, dict] = {
         body=[[(.36, .08), (.64, .08), (.66, .30), (.60, .95), (.535, .95), (.5, .36),
                (.465, .95), (.40, .95), (.34, .30)]],
         accent=[("shade", _rect(.36, .08, .64, .13))], trim=.62),
-    "Pants": dict(
-        body=[[(.28, .08), (.72, .08), (.75, .95), (.55, .95), (.5, .32), (.45, .95), (.25, .95)]],
+    "Pants": dict(  # wide-leg trousers
+        body=[[(.28, .08), (.72, .08), (.82, .95), (.56, .95), (.5, .32), (.44, .95), (.18, .95)]],
         accent=[("shade", _rect(.28, .08, .72, .12))], buttons=[(.5, .10)], trim=.62,
         lines=[("dark", [(.5, .12), (.5, .28)]), ("dark", [(.37, .2), (.35, .95)]),
-               ("dark", [(.63, .2), (.65, .95)])]),
+               ("dark", [(.63, .2), (.68, .95)])]),
     "Rompers_Jumpsuits": dict(
-        body=[[*_STRAPS, (.66, .40), (.70, .85), (.54, .85), (.5, .56), (.46, .85),
-               (.30, .85), (.34, .40)]],
-        accent=[("shade", _rect(.34, .40, .66, .45))], trim=.25),
+        body=[[*_STRAPS, (.68, .36), (.74, .72), (.55, .72), (.5, .56), (.45, .72),
+               (.26, .72), (.32, .36)]],
+        accent=[("dark", _rect(.32, .40, .68, .46))], trim=.25),
     "Shirts_Polos": dict(
         body=[_TEE], cut=[_NECK], accent=_COLLAR, trim=.82, tex=("plain", "stripes"),
         lines=[("dark", [(.5, .2), (.5, .34)])], buttons=[(.5, .25), (.5, .31)]),
     "Shorts": dict(
-        body=[[(.28, .25), (.72, .25), (.78, .66), (.54, .66), (.5, .44), (.46, .66), (.22, .66)]],
+        body=[[(.28, .28), (.72, .28), (.80, .64), (.57, .64), (.5, .44), (.43, .64), (.20, .64)]],
         accent=[("shade", _rect(.28, .25, .72, .30))], lines=[("dark", [(.5, .30), (.5, .42)])],
         trim=.58),
     "Skirts": dict(
-        body=[[(.32, .25), (.68, .25), (.82, .72), (.18, .72)]], trim=.66, tex=("plain", "check"),
-        accent=[("shade", _rect(.32, .25, .68, .30))],
-        lines=[("dark", [(.42, .30), (.38, .72)]), ("dark", [(.5, .30), (.5, .72)]),
-               ("dark", [(.58, .30), (.62, .72)])]),
+        body=[[(.34, .20), (.66, .20), (.88, .80), (.12, .80)]], trim=.72, tex=("plain", "check"),
+        accent=[("shade", _rect(.34, .20, .66, .26))],
+        lines=[("dark", [(.42, .26), (.34, .80)]), ("dark", [(.5, .26), (.5, .80)]),
+               ("dark", [(.58, .26), (.66, .80)])]),
     "Suiting": dict(
         body=[_LONG], trim=.80,
-        accent=[("white", [(.42, .12), (.58, .12), (.5, .46)]),
+        accent=[("white", [(.38, .12), (.62, .12), (.5, .50)]),
                 ("dark", [(.49, .14), (.51, .14), (.525, .40), (.5, .44), (.475, .40)]),
                 ("shade", [(.42, .12), (.5, .46), (.42, .40), (.37, .16)]),
                 ("shade", [(.58, .12), (.5, .46), (.58, .40), (.63, .16)])],
@@ -185,22 +187,34 @@ _PATTERNS = {
 }
 
 
-def generate(out_dir: Path | str, *, n: int, seed: int = 42, image_size: int = 128) -> Path:
+def generate(
+    out_dir: Path | str,
+    *,
+    n: int,
+    seed: int = 42,
+    image_size: int = 128,
+    products: Sequence[str] | None = None,
+) -> Path:
     """Write ``n`` labelled items under ``out_dir``; returns ``out_dir``.
 
     Files: ``labels_front.csv`` (DeepFashion-MultiModal columns), ``selected_images/*.jpg``
     and ``catalogue.csv`` (item_id, image_uri, title) ready for ``tagger import``.
+    ``products`` restricts the product types drawn (default: all 17), e.g. for tiny tests.
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if image_size < 16:
         raise ValueError(f"image_size must be at least 16, got {image_size}")
+    products = list(products) if products is not None else PRODUCT_LABELS
+    unknown = sorted(set(products) - set(SHAPES))
+    if unknown or not products:
+        raise ValueError(f"unknown product types {unknown}; choose from {sorted(SHAPES)}")
     out_dir = Path(out_dir)
     images_dir = out_dir / IMAGES_DIR
     images_dir.mkdir(parents=True, exist_ok=True)
 
     rows: list[dict[str, str]] = []
-    for i, (gender, product) in enumerate(_balanced_labels(n, seed)):
+    for i, (gender, product) in enumerate(_balanced_labels(n, seed, products)):
         rng = np.random.default_rng([seed, i])
         product_id = f"id_{i + 1:08d}"
         name = f"{gender}-{product}-{product_id}-01_1_front.jpg"
@@ -232,12 +246,13 @@ def generate(out_dir: Path | str, *, n: int, seed: int = 42, image_size: int = 1
     return out_dir
 
 
-def _balanced_labels(n: int, seed: int) -> list[tuple[str, str]]:
+def _balanced_labels(n: int, seed: int, products: Sequence[str]) -> list[tuple[str, str]]:
     """Cycle through every (gender, product type) pair, each cycle shuffled by the seed.
 
-    Any 34 consecutive items hold every pair once, so small sets stay balanced.
+    With all 17 types, any 34 consecutive items from the start of a cycle hold every pair
+    once, so small sets stay balanced.
     """
-    pairs = [(g, p) for g in GENDER_LABELS for p in PRODUCT_LABELS]
+    pairs = [(g, p) for g in GENDER_LABELS for p in products]
     rng = np.random.default_rng(seed)
     out: list[tuple[str, str]] = []
     while len(out) < n:
@@ -260,8 +275,8 @@ def _texture(rng: np.random.Generator, kind: str, d: int) -> np.ndarray:
     """A (d, d) brightness factor around 1 for the fabric."""
     yy, xx = np.mgrid[0:d, 0:d] / d
     shade = 1.0 + rng.uniform(-0.08, 0.08) * (xx - 0.5) + rng.uniform(-0.08, 0.08) * (yy - 0.5)
-    if kind == "knit":
-        return shade * (1 + 0.08 * np.sin(2 * np.pi * yy * rng.uniform(26, 34)))
+    if kind == "knit":  # coarse enough to survive downsampling to 64 px
+        return shade * (1 + 0.16 * np.sin(2 * np.pi * yy * rng.uniform(11, 14)))
     if kind == "twill":
         return shade * (1 + 0.14 * np.sin(2 * np.pi * (xx + yy) * rng.uniform(24, 32)))
     k = rng.uniform(6, 12)
@@ -294,8 +309,8 @@ def _render(
     canvas = Image.fromarray(np.clip(fabric, 0, 255).astype(np.uint8))
 
     # Jitter: scale, rotation and position, so silhouettes are not pixel templates.
-    s, ang = rng.uniform(0.72, 0.92) * d, math.radians(rng.uniform(-7, 7))
-    cx, cy = (0.5 + rng.uniform(-0.06, 0.06)) * d, (0.5 + rng.uniform(-0.05, 0.05)) * d
+    s, ang = rng.uniform(0.76, 0.92) * d, math.radians(rng.uniform(-5, 5))
+    cx, cy = (0.5 + rng.uniform(-0.05, 0.05)) * d, (0.5 + rng.uniform(-0.04, 0.04)) * d
     cos, sin = math.cos(ang), math.sin(ang)
 
     def tf(poly: Poly, wobble: float = 0.0) -> list[tuple[float, float]]:
@@ -317,7 +332,7 @@ def _render(
         draw.polygon(tf(poly), fill=colours[ck])
     if spec.get("graphic"):
         contrast = tuple(int(c) for c in _rgb(((hsv[0] + 180) % 360, 0.7, rng.uniform(0.3, 0.9))))
-        r, sides = rng.uniform(0.07, 0.12), int(rng.choice([3, 4, 5, 24]))
+        r, sides = rng.uniform(0.11, 0.16), int(rng.choice([3, 4, 5, 24]))
         draw.polygon(tf(_ell(0.5, 0.48, r, r, n=sides)), fill=contrast)
     width = max(1, round(0.012 * s))
     for ck, line in spec.get("lines", []):
@@ -375,3 +390,38 @@ def _caption(
     if rng.random() < 0.5:
         sentences.append(f"It is with {_PATTERNS[texture]}.")
     return " ".join(sentences)
+
+
+def upload(out_dir: Path | str, s3_uri: str, s3_client) -> int:
+    """Copy a generated catalogue to ``s3://bucket/prefix/``; returns the object count.
+
+    Uploads ``labels_front.csv``, ``selected_images/*`` and a ``catalogue.csv`` whose
+    ``image_uri`` column points at the uploaded images, ready for ``tagger import``.
+    """
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(s3_uri)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise ValueError(f"expected s3://bucket/prefix/, got {s3_uri!r}")
+    bucket, prefix = parts.netloc, parts.path.strip("/")
+    prefix = f"{prefix}/" if prefix else ""
+    out_dir = Path(out_dir)
+    count = 0
+    for image in sorted((out_dir / IMAGES_DIR).iterdir()):
+        key = f"{prefix}{IMAGES_DIR}/{image.name}"
+        s3_client.upload_file(str(image), bucket, key, ExtraArgs={"ContentType": "image/jpeg"})
+        count += 1
+    s3_client.upload_file(str(out_dir / LABELS_FILE), bucket, f"{prefix}{LABELS_FILE}")
+    with open(out_dir / LABELS_FILE, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CATALOGUE_COLUMNS)
+    for r in rows:
+        writer.writerow(
+            [r["image_id"], f"s3://{bucket}/{prefix}{IMAGES_DIR}/{r['path']}", r["caption"]]
+        )
+    s3_client.put_object(
+        Bucket=bucket, Key=f"{prefix}{CATALOGUE_FILE}", Body=buf.getvalue().encode("utf-8")
+    )
+    return count + 2

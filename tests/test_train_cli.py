@@ -1,0 +1,59 @@
+"""`python -m train fit / evaluate`: bad input stops before any training with one line.
+
+(The successful runs, on a folder in the exact DeepFashion-MultiModal layout, are in
+test_train_fit.py, so the suite trains only once.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.train_folders import deepfashion_folder
+from train.cli import cli
+
+
+@pytest.fixture(scope="module")
+def deepfashion(tmp_path_factory) -> Path:
+    return deepfashion_folder(tmp_path_factory.mktemp("deepfashion"))
+
+
+def _fit_args(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["fit", "--data", str(data), "--out", str(out), "--backbone-weights", "none", *extra]
+
+
+def test_fit_missing_image_is_one_line_naming_the_row(deepfashion: Path, tmp_path: Path):
+    """A missing image stops fit before any training, naming the line and image id."""
+    lines = (deepfashion / "labels_front.csv").read_text().splitlines()
+    lines[3] = lines[3].replace("-01_1_front.jpg", "-99_1_front.jpg")
+    bad = tmp_path / "labels_front.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    args = _fit_args(bad, tmp_path / "a", "--images", str(deepfashion / "selected_images"))
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert "Error: " in result.output and "line 4 (" in result.output
+    assert "image file not found" in result.output
+    assert not (tmp_path / "a").exists()
+
+
+def test_fit_unknown_layout_is_refused(tmp_path: Path):
+    """A CSV of another shape is refused with the columns it has."""
+    (tmp_path / "x.csv").write_text("file,label\na.jpg,Dresses\n")
+    result = CliRunner().invoke(cli, _fit_args(tmp_path / "x.csv", tmp_path / "a"))
+    assert result.exit_code == 1
+    assert "unknown column layout (found: file, label)" in result.output
+
+
+def test_fit_empty_split_is_refused(deepfashion: Path, tmp_path: Path):
+    """A validation share too small for the data is refused, not trained without."""
+    args = _fit_args(deepfashion / "labels_front.csv", tmp_path / "a", "--val-split", "0.01")
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and "validation split is empty" in result.output
+
+
+def test_random_backbone_cannot_be_partly_frozen(deepfashion: Path, tmp_path: Path):
+    """--backbone-weights none trains the whole backbone; --fine-tune-layers is refused."""
+    args = _fit_args(deepfashion / "labels_front.csv", tmp_path / "a", "--fine-tune-layers", "5")
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "trains the whole backbone" in result.output

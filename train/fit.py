@@ -1,0 +1,269 @@
+"""Training: split, class-weighted losses, the fit loop, and the artifact with its report.
+
+``fit`` is what ``python -m train fit`` runs. The loss is the notebook's: per head, binary
+cross-entropy over the sigmoid outputs with each class's positive term weighted by
+neg/pos counted on the training split. Adam, early stopping on the validation loss and a
+checkpoint of the best epoch, whose weights are the ones saved.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from train.data import LabelledSet, check_training_classes, make_dataset, split
+from train.model import GENDER_HEAD, PRODUCT_HEAD, ModelConfig
+
+HISTORY_FILE = "history.json"
+CHECKPOINT_FILE = "best.weights.h5"
+
+
+@dataclass
+class FitOptions:
+    epochs: int = 10
+    batch_size: int = 32
+    val_split: float = 0.2
+    seed: int = 42
+    patience: int = 3
+    #: "constant" (the notebook's Adam 1e-3) or "cosine": one warm-up epoch, then cosine
+    #: decay to 2% over the planned epochs (steadier final epochs on short runs)
+    lr_schedule: str = "constant"
+    #: share of training captions blanked at random (text models only)
+    caption_dropout: float = 0.0
+    #: where the best epoch's weights are kept; None: a temporary folder
+    checkpoint_dir: Path | None = None
+    name: str | None = None
+
+
+@dataclass
+class FitResult:
+    artifact: Path
+    metrics: dict[str, Any]
+    history: dict[str, list[float]]
+    best_epoch: int
+    seconds: float
+    #: the trained Keras model (the best epoch's weights), as saved in the artifact
+    model: Any = None
+
+
+def pos_weights(indices: np.ndarray, n_classes: int) -> np.ndarray:
+    """neg/pos per class on the training split (every class has >= 1 positive)."""
+    pos = np.bincount(np.asarray(indices, np.int64), minlength=n_classes).astype(np.float64)
+    if (pos == 0).any():
+        raise ValueError("every class needs at least one training example")
+    return ((len(indices) - pos) / pos).astype(np.float32)
+
+
+def weighted_bce(pos_weight: Sequence[float]):
+    """A Keras loss: mean over classes of -(w*y*log p + (1-y)*log(1-p))."""
+    import keras
+    from keras import ops
+
+    class WeightedBinaryCrossentropy(keras.losses.Loss):
+        def __init__(self, pos_weight: Sequence[float], name: str = "weighted_bce", **kw):
+            super().__init__(name=name, **kw)
+            self.pos_weight = [float(w) for w in pos_weight]
+
+        def call(self, y_true, y_pred):
+            eps = keras.backend.epsilon()
+            p = ops.clip(y_pred, eps, 1.0 - eps)
+            y = ops.cast(y_true, p.dtype)
+            w = ops.convert_to_tensor(self.pos_weight, dtype=p.dtype)
+            return ops.mean(-(w * y * ops.log(p) + (1.0 - y) * ops.log(1.0 - p)), axis=-1)
+
+        def get_config(self):
+            return {**super().get_config(), "pos_weight": self.pos_weight}
+
+    return WeightedBinaryCrossentropy(pos_weight)
+
+
+def fit(
+    data: LabelledSet,
+    out: Path | str,
+    config: ModelConfig,
+    options: FitOptions,
+    *,
+    log: Callable[[str], None] = print,
+) -> FitResult:
+    """Train on ``data`` and write the artifact folder ``out``."""
+    import keras
+
+    from tagger.model import save_artifact
+    from train.evaluate import evaluate_examples, write_report
+    from train.model import build_model
+
+    started = time.monotonic()
+    out = Path(out)
+    train, val = split(data, val_split=options.val_split, seed=options.seed)
+    genders, products = check_training_classes(train, val, data.source)
+    log(
+        f"{data.layout}: {len(data.examples)} rows, {len(genders)} genders, {len(products)} "
+        f"product types; training on {len(train)}, validating on {len(val)} "
+        f"(seed {options.seed})"
+    )
+    keras.utils.set_random_seed(options.seed)
+    model = build_model(
+        config,
+        gender_labels=genders,
+        product_labels=products,
+        captions=[e.caption for e in train] if config.use_text else None,
+    )
+    g_idx = np.array([genders.index(e.gender) for e in train])
+    p_idx = np.array([products.index(e.product) for e in train])
+    steps = -(-len(train) // options.batch_size) * options.epochs
+    model.compile(
+        optimizer=keras.optimizers.Adam(_learning_rate(config, options, steps)),
+        loss={
+            GENDER_HEAD: weighted_bce(pos_weights(g_idx, len(genders))),
+            PRODUCT_HEAD: weighted_bce(pos_weights(p_idx, len(products))),
+        },
+        metrics={
+            GENDER_HEAD: [keras.metrics.BinaryAccuracy(name="binary_accuracy")],
+            PRODUCT_HEAD: [
+                keras.metrics.AUC(multi_label=True, name="auc"),
+                keras.metrics.CategoricalAccuracy(name="top1"),
+            ],
+        },
+    )
+
+    common = dict(
+        size=config.image_size,
+        gender_labels=genders,
+        product_labels=products,
+        use_text=config.use_text,
+        batch_size=options.batch_size,
+        seed=options.seed,
+        source=data.source,
+    )
+    train_ds = make_dataset(train, training=True, caption_dropout=options.caption_dropout, **common)
+    val_ds = make_dataset(val, **common)
+
+    tmp = None
+    ckpt_dir = options.checkpoint_dir
+    if ckpt_dir is None:
+        ckpt_dir = tmp = Path(tempfile.mkdtemp(prefix="tagger-fit-"))
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = ckpt_dir / CHECKPOINT_FILE
+    try:
+        history = model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=options.epochs,
+            shuffle=False,  # the dataset shuffles itself
+            verbose=0,
+            callbacks=[
+                keras.callbacks.ModelCheckpoint(
+                    ckpt, monitor="val_loss", save_best_only=True, save_weights_only=True
+                ),
+                keras.callbacks.EarlyStopping(monitor="val_loss", patience=options.patience),
+                _progress(options.epochs, log),
+            ],
+        ).history
+        model.load_weights(ckpt)  # the best epoch, not the last
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    history = {k: [float(v) for v in vs] for k, vs in history.items()}
+    best = int(np.argmin(history["val_loss"]))
+    log(f"best epoch {best + 1}: val_loss {history['val_loss'][best]:.4f}; evaluating")
+
+    metrics = evaluate_examples(
+        model,
+        val,
+        gender_labels=genders,
+        product_labels=products,
+        image_size=config.image_size,
+        use_text=config.use_text,
+        batch_size=options.batch_size,
+        source=data.source,
+    )
+    metrics["evaluated_on"] = (
+        f"validation split: {len(val)} of {len(data.examples)} rows of {data.source} "
+        f"(--val-split {options.val_split}, --seed {options.seed})"
+    )
+    metrics["training"] = {
+        "train_items": len(train),
+        "val_items": len(val),
+        "epochs_run": len(history["val_loss"]),
+        "best_epoch": best + 1,
+        "val_loss": history["val_loss"][best],
+        "seconds": round(time.monotonic() - started, 1),
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
+    }
+    metrics["val_loss"] = history["val_loss"][best]
+    # An uncompiled twin (same layers, same weights): the artifact carries no optimizer
+    # state and no custom loss, so the worker loads it with nothing but Keras.
+    inference = keras.Model(inputs=model.input, outputs=model.output, name=model.name)
+    save_artifact(
+        inference,
+        out,
+        config=config,
+        gender_labels=genders,
+        product_labels=products,
+        metrics=metrics,
+        name=options.name or f"fit {Path(data.source).name}",
+    )
+    (out / HISTORY_FILE).write_text(json.dumps(history, indent=2) + "\n", encoding="utf-8")
+    write_report(out, metrics, history=history)
+    seconds = time.monotonic() - started
+    return FitResult(
+        artifact=out,
+        metrics=metrics,
+        history=history,
+        best_epoch=best + 1,
+        seconds=seconds,
+        model=inference,
+    )
+
+
+def _learning_rate(config: ModelConfig, options: FitOptions, steps: int):
+    import keras
+
+    if options.lr_schedule == "constant":
+        return config.learning_rate
+    if options.lr_schedule != "cosine":
+        raise ValueError(f"unknown learning-rate schedule {options.lr_schedule!r}")
+    warmup = min(steps // options.epochs, steps // 2)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.learning_rate / 10,
+        warmup_target=config.learning_rate,
+        warmup_steps=warmup,
+        decay_steps=max(1, steps - warmup),
+        alpha=0.02,
+    )
+
+
+def _progress_line(epoch: int, epochs: int, logs: dict[str, float], seconds: float) -> str:
+    def fmt(key: str) -> str:
+        value = logs.get(key)
+        return "-" if value is None else f"{value:.3f}"
+
+    return (
+        f"epoch {epoch}/{epochs}  loss {fmt('loss')}  val_loss {fmt('val_loss')}  "
+        f"val gender_acc {fmt('val_gender_binary_accuracy')}  "
+        f"val product_top1 {fmt('val_product_top1')}  val product_auc {fmt('val_product_auc')}"
+        f"  ({seconds:.0f}s)"
+    )
+
+
+def _progress(epochs: int, log: Callable[[str], None]):
+    """A Keras callback that logs one line per epoch."""
+    import keras
+
+    class Progress(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs=None) -> None:
+            self.started = time.monotonic()
+
+        def on_epoch_end(self, epoch: int, logs=None) -> None:
+            seconds = time.monotonic() - self.started
+            log(_progress_line(epoch + 1, epochs, logs or {}, seconds))
+
+    return Progress()

@@ -135,11 +135,14 @@ def sweep(
 
 def register(app: Celery) -> None:
     settings: Settings = app.tagger_settings
+    # shared=False: Celery otherwise adds every task to every app made in the process, so
+    # a second app (tests, embedded use) would silently get the first app's retry limits.
     app.task(
         bind=True,
+        shared=False,
         name=TAG_BATCH,
         max_retries=settings.task_max_retries,
         acks_late=True,
         reject_on_worker_lost=True,
     )(tag_batch)
-    app.task(bind=True, name=SWEEP, acks_late=True)(sweep)
+    app.task(bind=True, shared=False, name=SWEEP, acks_late=True)(sweep)

@@ -65,3 +65,13 @@ def test_secrets_are_masked_in_redacted_settings():
     text = str(s.redacted())
     assert "hunter2" not in text and "s3cret" not in text and "***" in text
     assert datetime.now(timezone.utc)  # settings are built without touching any service
+
+
+def test_each_app_keeps_its_own_task_settings():
+    """A second Celery app in one process gets its own retry limit, not the first app's."""
+    from tagger.celery_app import TAG_BATCH
+
+    first = create_app(Settings(task_max_retries=5))
+    assert first.tasks[TAG_BATCH].max_retries == 5
+    second = create_app(Settings(task_max_retries=2))
+    assert second.tasks[TAG_BATCH].max_retries == 2

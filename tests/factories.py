@@ -107,3 +107,19 @@ def build_artifact(out: Path, *, image_size: int = 32, use_text: bool = True) ->
     captions = [f"a {g.lower()} {p.lower()}" for g in GENDERS for p in PRODUCTS]
     model = build_model(config, gender_labels=GENDERS, product_labels=PRODUCTS, captions=captions)
     return save_artifact(model, out, config=config, gender_labels=GENDERS, product_labels=PRODUCTS)
+
+
+def add_model_version(session, version: str, *, activate: bool = False):
+    """Register a model version row (no artifact needed) with the test label lists."""
+    from tagger.registry import register_model_version
+
+    return register_model_version(
+        session=session,
+        version=version,
+        artifact_uri=f"/models/{version}",
+        gender_labels=["MEN", "WOMEN"],
+        product_labels=["Dresses", "Pants"],
+        image_size=32,
+        uses_text=False,
+        activate=activate,
+    )

@@ -9,22 +9,13 @@ from tagger.catalogue import CatalogueItem
 from tagger.db import Item, Job, JobItem
 from tagger.exceptions import NoActiveModel
 from tagger.importer import import_items
-from tagger.registry import register_model_version
 from tagger.scoring import Prediction
 from tagger.tags import save_batch
+from tests.factories import add_model_version
 
 
 def _activate(session, version="v1"):
-    register_model_version(
-        session=session,
-        version=version,
-        artifact_uri="/m",
-        gender_labels=["MEN", "WOMEN"],
-        product_labels=["Dresses"],
-        image_size=32,
-        uses_text=False,
-        activate=True,
-    )
+    add_model_version(session, version, activate=True)
 
 
 def _items(n, uri="s3://b/{}.jpg"):

@@ -9,22 +9,12 @@ from tagger.registry import (
     activate_model_version,
     get_active_model_version,
     list_model_versions,
-    register_model_version,
 )
+from tests.factories import add_model_version
 
 
 def _register(session, version, activate=False):
-    return register_model_version(
-        session=session,
-        version=version,
-        artifact_uri=f"/m/{version}",
-        gender_labels=["MEN", "WOMEN"],
-        product_labels=["Dresses"],
-        image_size=32,
-        uses_text=True,
-        metrics={"acc": 0.9},
-        activate=activate,
-    )
+    return add_model_version(session, version, activate=activate)
 
 
 def test_register_twice_keeps_one_row(session_factory):

@@ -10,25 +10,16 @@ import sqlalchemy as sa
 
 from tagger.db import Failure, Item, Job, JobItem, Tag, utcnow
 from tagger.jobs import create_job
-from tagger.registry import register_model_version
 from tagger.settings import Settings
 from tagger.sweep import plan_sweep
+from tests.factories import add_model_version
 
 SETTINGS = Settings(retry_failed_after=3600, max_failure_attempts=3, stall_after=7200)
 HOUR = timedelta(hours=1)
 
 
 def _version(s, name, active):
-    register_model_version(
-        session=s,
-        version=name,
-        artifact_uri=f"/m/{name}",
-        gender_labels=["MEN", "WOMEN"],
-        product_labels=["Dresses"],
-        image_size=32,
-        uses_text=False,
-        activate=active,
-    )
+    add_model_version(s, name, activate=active)
 
 
 def _tag(item, version, at):

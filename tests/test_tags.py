@@ -7,9 +7,9 @@ import sqlalchemy as sa
 from tagger.db import Failure, Item, Tag
 from tagger.exceptions import CorruptImage
 from tagger.jobs import create_job
-from tagger.registry import register_model_version
 from tagger.scoring import Prediction
 from tagger.tags import TagQuery, query_tags, save_batch
+from tests.factories import add_model_version
 
 
 def _pred(gender, gs, product, ps):
@@ -18,16 +18,7 @@ def _pred(gender, gs, product, ps):
 
 def _setup(session_factory, n=4):
     with session_factory.begin() as s:
-        register_model_version(
-            session=s,
-            version="v1",
-            artifact_uri="/m",
-            gender_labels=["MEN", "WOMEN"],
-            product_labels=["Dresses", "Pants"],
-            image_size=32,
-            uses_text=False,
-            activate=True,
-        )
+        add_model_version(s, "v1", activate=True)
         s.add_all([Item(item_id=f"i{k}", image_uri=f"/x/{k}.jpg") for k in range(n)])
         s.flush()
         return create_job(
@@ -120,15 +111,7 @@ def test_prune_keeps_each_items_current_tag_and_the_newest_others(session_factor
     now = utcnow()
     with session_factory.begin() as s:
         for name in ("v0", "v2", "v3"):
-            register_model_version(
-                session=s,
-                version=name,
-                artifact_uri="/m",
-                gender_labels=["MEN", "WOMEN"],
-                product_labels=["Dresses", "Pants"],
-                image_size=32,
-                uses_text=False,
-            )
+            add_model_version(s, name)
         # i0: tagged by four versions; the active v1 is the oldest tag of all.
         for age, version in enumerate(["v3", "v2", "v0", "v1"]):
             s.add(

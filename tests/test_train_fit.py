@@ -14,7 +14,7 @@ from train.cli import cli
 from train.data import read_labelled
 from train.fit import pos_weights
 
-EPOCHS = 3
+EPOCHS = 10
 
 
 def test_pos_weights_are_neg_over_pos():
@@ -40,7 +40,8 @@ def test_weighted_bce_matches_hand_formula():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """`python -m train fit` on a tiny folder in the exact DeepFashion-MultiModal layout
-    (4 product types, 32px, a few epochs); a spy keeps the in-memory result."""
+    (4 product types, 48 training items at 32px, 10 epochs of 6 steps from a random
+    backbone, no early stop); a spy keeps the in-memory result."""
     import train.fit
 
     root = deepfashion_folder(tmp_path_factory.mktemp("deepfashion"), copies=8)
@@ -57,7 +58,7 @@ def trained(tmp_path_factory):
         "--images", str(root / "selected_images"), "--out", str(out),
         "--image-size", "32", "--epochs", str(EPOCHS), "--batch-size", "8",
         "--backbone-weights", "none", "--val-split", "0.25", "--seed", "3",
-        "--learning-rate", "0.003",
+        "--learning-rate", "0.003", "--patience", str(EPOCHS),
     ]  # fmt: skip
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(train.fit, "fit", spy)
@@ -68,19 +69,23 @@ def trained(tmp_path_factory):
 
 @pytest.mark.slow
 def test_tiny_fit_learns(trained):
-    """Training loss falls and the held-out ranking beats chance within three epochs.
+    """Validation loss falls and held-out accuracy beats chance within a few dozen steps.
 
-    On 16 held-out items after ~20 steps from a random backbone, the validation *loss*
-    is dominated by BatchNorm statistics still catching up, so it is not asserted here;
-    scripts/quality.py shows it falling (2.07 -> 0.10 over 35 epochs)."""
+    Validation sees recomputed BatchNorm statistics (train.batchnorm), so it measures the
+    weights as trained: its first epoch is far worse than chance (a random backbone), the
+    best epoch far better. Chance: product top-1 0.25 (4 balanced types), gender 0.5."""
     result, _, output, _ = trained
     history = result.history
-    assert len(history["val_loss"]) == EPOCHS
-    assert all(np.isfinite(history["val_loss"]))
-    assert history["loss"][-1] < history["loss"][0]
-    metrics = result.metrics
-    assert metrics["with_text_product_auc"] > 0.75  # chance: 0.5
-    assert 0.0 <= metrics["product_top1"] <= 1.0
+    val = history["val_loss"]
+    assert len(val) == EPOCHS and all(np.isfinite(val))
+    best = int(np.argmin(val))
+    assert val[best] < 0.5 * val[0], val
+    assert val[-1] < val[0], val
+    assert history["val_product_top1"][best] >= 0.5, history["val_product_top1"]
+    assert history["val_gender_binary_accuracy"][best] >= 0.75
+    # the saved (best-epoch) model, evaluated again through the worker's input path
+    assert result.best_epoch == best + 1
+    assert result.metrics["with_text_product_top1"] >= 0.5
     assert sum(line.startswith("epoch ") for line in output.splitlines()) == EPOCHS
 
 

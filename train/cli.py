@@ -124,6 +124,14 @@ def synthetic(out_dir: Path, n: int, seed: int, image_size: int, s3_uri: str | N
     "without a caption.",
 )
 @click.option(
+    "--bn-calibration-items",
+    default=512,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Recompute BatchNorm statistics from this many un-augmented training items before "
+    "each validation pass (0: keep Keras's moving averages).",
+)
+@click.option(
     "--checkpoint-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Keep the best epoch's weights here [default: a temporary folder].",
@@ -146,6 +154,7 @@ def fit(
     learning_rate: float,
     lr_schedule: str,
     caption_dropout: float,
+    bn_calibration_items: int,
     checkpoint_dir: Path | None,
     name: str | None,
 ) -> None:
@@ -184,6 +193,7 @@ def fit(
             patience=patience,
             lr_schedule=lr_schedule,
             caption_dropout=caption_dropout,
+            bn_calibration_items=bn_calibration_items,
             checkpoint_dir=checkpoint_dir,
             name=name,
         )

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from train.batchnorm import Recalibrator, recalibrate_callback
 from train.data import LabelledSet, check_training_classes, make_dataset, split
 from train.model import GENDER_HEAD, PRODUCT_HEAD, ModelConfig
 
@@ -38,6 +39,9 @@ class FitOptions:
     lr_schedule: str = "constant"
     #: share of training captions blanked at random (text models only)
     caption_dropout: float = 0.0
+    #: training items whose un-augmented batches recompute the BatchNorm statistics before
+    #: each validation pass (train.batchnorm); 0 keeps Keras's moving averages
+    bn_calibration_items: int = 512
     #: where the best epoch's weights are kept; None: a temporary folder
     checkpoint_dir: Path | None = None
     name: str | None = None
@@ -145,6 +149,10 @@ def fit(
     )
     train_ds = make_dataset(train, training=True, caption_dropout=options.caption_dropout, **common)
     val_ds = make_dataset(val, **common)
+    callbacks = []
+    if options.bn_calibration_items > 0:
+        calibration = make_dataset(train[: options.bn_calibration_items], **common)
+        callbacks.append(recalibrate_callback(Recalibrator(model), calibration))
 
     tmp = None
     ckpt_dir = options.checkpoint_dir
@@ -165,6 +173,7 @@ def fit(
                 ),
                 keras.callbacks.EarlyStopping(monitor="val_loss", patience=options.patience),
                 _progress(options.epochs, log),
+                *callbacks,
             ],
         ).history
         model.load_weights(ckpt)  # the best epoch, not the last

@@ -15,9 +15,8 @@ def _model(*, frozen_inner: bool = False):
 
     keras.utils.set_random_seed(0)
     inner_in = keras.Input((4,))
-    inner = keras.Model(
-        inner_in, layers.BatchNormalization(name="inner_bn")(layers.Dense(3)(inner_in)), name="inner"
-    )
+    inner_out = layers.BatchNormalization(name="inner_bn")(layers.Dense(3)(inner_in))
+    inner = keras.Model(inner_in, inner_out, name="inner")
     if frozen_inner:
         inner.trainable = False
     x = keras.Input((5,), name="x")
@@ -49,9 +48,7 @@ def test_statistics_become_the_population_statistics_of_the_batches():
     inputs = np.concatenate([first(b).numpy() for b in batches])
     bn = model.get_layer("outer_bn")
     np.testing.assert_allclose(bn.moving_mean.numpy(), inputs.mean(axis=0), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(
-        bn.moving_variance.numpy(), inputs.var(axis=0), rtol=1e-3, atol=1e-4
-    )
+    np.testing.assert_allclose(bn.moving_variance.numpy(), inputs.var(axis=0), rtol=1e-3, atol=1e-4)
     assert bn.momentum == pytest.approx(0.99)  # restored after the passes
 
 

@@ -35,6 +35,7 @@ def main() -> int:
     parser.add_argument("--learning-rate", type=float, default=1.5e-3)
     parser.add_argument("--lr-schedule", default="cosine", choices=["constant", "cosine"])
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--bn-calibration-items", type=int, default=256)
     parser.add_argument("--limit-s", type=float, default=600.0, help="wall-clock budget")
     parser.add_argument("--min-product-top1", type=float, default=0.90)
     parser.add_argument("--min-gender-accuracy", type=float, default=0.90)
@@ -62,7 +63,8 @@ def main() -> int:
              "--image-size", str(args.image_size), "--epochs", str(args.epochs),
              "--batch-size", str(args.batch_size), "--patience", str(args.patience),
              "--val-split", "0.2", "--seed", str(args.seed), "--lr-schedule", args.lr_schedule,
-             "--learning-rate", str(args.learning_rate), "--name", "quality"],
+             "--learning-rate", str(args.learning_rate), "--name", "quality",
+             "--bn-calibration-items", str(args.bn_calibration_items)],
             check=True, cwd=ROOT, env=env,
         )  # fmt: skip
         seconds = time.monotonic() - started

@@ -122,7 +122,8 @@ def fit(
     )
     g_idx = np.array([genders.index(e.gender) for e in train])
     p_idx = np.array([products.index(e.product) for e in train])
-    steps = -(-len(train) // options.batch_size) * options.epochs
+    steps_per_epoch = -(-len(train) // options.batch_size)
+    steps = steps_per_epoch * options.epochs
     model.compile(
         optimizer=keras.optimizers.Adam(_learning_rate(config, options, steps)),
         loss={
@@ -161,8 +162,12 @@ def fit(
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt = ckpt_dir / CHECKPOINT_FILE
     try:
+        # One endless iterator (repeat; each pass reshuffles) instead of a new one per
+        # epoch: destroying the previous epoch's iterator blocked on a tf.data background
+        # thread for ~8 s with the CPU idle, in about every other epoch (py-spy).
         history = model.fit(
-            train_ds,
+            train_ds.repeat(),
+            steps_per_epoch=steps_per_epoch,
             validation_data=val_ds,
             epochs=options.epochs,
             shuffle=False,  # the dataset shuffles itself

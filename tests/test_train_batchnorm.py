@@ -27,7 +27,7 @@ def _model(*, frozen_inner: bool = False):
 
 def _batches(n_batches: int = 4, size: int = 8, seed: int = 1) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
-    return [(rng.normal(2.0, 3.0, (size, 5))).astype("float32") for _ in range(n_batches)]
+    return [rng.normal(2.0, 3.0, (size, 5)).astype("float32") for _ in range(n_batches)]
 
 
 def test_finds_nested_batchnorm_layers():

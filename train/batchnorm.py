@@ -57,31 +57,29 @@ class Recalibrator:
         Returns the number of batches used; with none, nothing changes.
         """
         momenta = [layer.momentum for layer in self.layers]
-        saved = [(bn.moving_mean.numpy(), bn.moving_variance.numpy()) for bn in self.layers]
         means: list[list[np.ndarray]] = [[] for _ in self.layers]
         variances: list[list[np.ndarray]] = [[] for _ in self.layers]
+        used = 0
         try:
             for layer in self.layers:
                 layer.momentum = 0.0  # read when the forward pass is traced (first call)
             for batch in batches:
                 inputs = batch[0] if isinstance(batch, tuple) else batch
                 self._forward(inputs)
+                used += 1
                 for i, layer in enumerate(self.layers):
                     means[i].append(layer.moving_mean.numpy())
                     variances[i].append(layer.moving_variance.numpy())
         finally:
             for layer, momentum in zip(self.layers, momenta, strict=True):
                 layer.momentum = momentum
-        used = len(means[0]) if self.layers else 0
+        if not used:  # no forward pass ran: the statistics are untouched
+            return 0
         for i, layer in enumerate(self.layers):
-            if not used:
-                mean, var = saved[i]
-            else:
-                m = np.stack(means[i])
-                mean = m.mean(axis=0)
-                var = np.stack(variances[i]).mean(axis=0) + m.var(axis=0)
-            layer.moving_mean.assign(mean.astype(saved[i][0].dtype))
-            layer.moving_variance.assign(var.astype(saved[i][1].dtype))
+            m = np.stack(means[i])
+            var = np.stack(variances[i]).mean(axis=0) + m.var(axis=0)
+            layer.moving_mean.assign(m.mean(axis=0).astype(m.dtype))
+            layer.moving_variance.assign(var.astype(m.dtype))
         return used
 
 

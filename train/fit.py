@@ -3,7 +3,8 @@
 ``fit`` is what ``python -m train fit`` runs. The loss is the notebook's: per head, binary
 cross-entropy over the sigmoid outputs with each class's positive term weighted by
 neg/pos counted on the training split. Adam, early stopping on the validation loss and a
-checkpoint of the best epoch, whose weights are the ones saved.
+checkpoint of the best epoch, whose weights are the ones saved; BatchNorm statistics are
+recomputed before each validation pass (train.batchnorm).
 """
 
 from __future__ import annotations

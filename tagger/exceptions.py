@@ -62,10 +62,28 @@ class TooLarge(ItemError):
 
 
 class StorageError(ItemError):
-    """Storage did not answer properly (throttling, timeouts, 5xx) after client retries."""
+    """Storage did not answer properly (throttling, timeouts, 5xx) after client retries.
+
+    Transient; the subclasses below are the answers that retrying cannot change.
+    """
 
     reason = "storage_error"
     transient = True
+
+
+class StorageRejected(StorageError):
+    """Storage refused the request with a client error (400 InvalidRequest, 405, 412...)
+    that would come back the same on every retry: failed at once, not retried."""
+
+    transient = False
+
+
+class AccessDenied(StorageRejected):
+    """403 AccessDenied (a policy, credential or KMS problem; S3 also answers 403 for a
+    missing key when the caller lacks s3:ListBucket). Its own reason code so operators
+    can tell a permissions problem from an outage, fix the policy and re-run the sweep."""
+
+    reason = "access_denied"
 
 
 class UnknownItem(ItemError):
@@ -78,3 +96,10 @@ class BatchError(ItemError):
     """The whole batch failed for a reason that is not the item's (a bug, a model error)."""
 
     reason = "internal_error"
+
+
+class WorkerCrash(ItemError):
+    """Every delivery of this item's batch died (process killed, time limit), down to the
+    item alone: it is what kills the worker, so it is failed instead of retried forever."""
+
+    reason = "worker_crash"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,15 @@ import boto3
 import botocore.config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tagger.exceptions import ConfigError, ItemError, MissingImage, StorageError, TooLarge
+from tagger.exceptions import (
+    AccessDenied,
+    ConfigError,
+    ItemError,
+    MissingImage,
+    StorageError,
+    StorageRejected,
+    TooLarge,
+)
 
 if TYPE_CHECKING:
     from tagger.settings import Settings
@@ -36,7 +44,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_MISSING_CODES = {"NoSuchKey", "NotFound", "404", "NoSuchBucket", "InvalidObjectState"}
+_USERINFO = re.compile(r"//[^/@\s]+@")  # user:password@ in an endpoint URL
 
 
 @dataclass(frozen=True)
@@ -119,11 +127,12 @@ def fetch_many(
 
     Each value is the object's bytes or an ItemError: MissingImage (no such key, bucket or
     file, or a URI that does not parse: retrying cannot help), TooLarge (over
-    ``max_bytes``; detected from the size before the body is read), StorageError
-    (transient: throttling, 5xx, timeouts, refused connections after boto3's own retries;
-    also AccessDenied — note S3 answers 403 instead of 404 for a missing key when the
-    caller lacks s3:ListBucket). Raises ConfigError only when there are s3:// URIs and
-    no client. Duplicate URIs are fetched once.
+    ``max_bytes``; detected from the size before the body is read), AccessDenied /
+    StorageRejected (403 and other client errors that retrying cannot fix: not transient)
+    or StorageError (transient: throttling, 5xx, timeouts, refused or reset connections,
+    short bodies, after boto3's own retries). :func:`classify_error` decides which.
+    Raises ConfigError only when there are s3:// URIs and no client. Duplicate URIs are
+    fetched once.
     """
     unique = list(dict.fromkeys(uris))
     if s3_client is None and any(u[:5].lower() == "s3://" for u in unique):
@@ -173,7 +182,8 @@ def fetch_one(uri: str, *, s3_client: S3Client | None, max_bytes: int) -> bytes:
 def fetch_fingerprint(uri: str, *, s3_client: S3Client | None) -> str | None:
     """ETag+size (s3, via HEAD) or mtime+size (local) of the image; None if it is missing.
 
-    Raises StorageError when storage does not answer, ValueError for a bad URI.
+    Raises StorageError (or its permanent subclasses AccessDenied / StorageRejected, as
+    :func:`classify_error` decides) when storage does not answer, ValueError for a bad URI.
     """
     parsed = parse_uri(uri)
     if parsed.scheme == "file":
@@ -189,12 +199,11 @@ def fetch_fingerprint(uri: str, *, s3_client: S3Client | None) -> str | None:
         raise ConfigError("s3:// image URIs need an S3 client (see make_s3_client)")
     try:
         head = s3_client.head_object(Bucket=parsed.bucket, Key=parsed.key)
-    except ClientError as e:
-        if error_code(e) in _MISSING_CODES:
+    except _S3_FAILURES as e:
+        err = classify_error(e, parsed)
+        if isinstance(err, MissingImage):
             return None
-        raise storage_error(e, parsed) from None
-    except BotoCoreError as e:
-        raise storage_error(e, parsed) from None
+        raise err from None
     return s3_fingerprint(head["ETag"], head["ContentLength"])
 
 
@@ -209,12 +218,8 @@ def _fetch_s3(client: S3Client, parsed: ParsedUri, max_bytes: int) -> bytes:
         # Read at most one byte past the limit, in case no length was sent.
         data = body.read(max_bytes + 1)
         body.close()
-    except ClientError as e:
-        if error_code(e) in _MISSING_CODES:
-            raise MissingImage(f"{_missing_what(e)}: {parsed}") from None
-        raise storage_error(e, parsed) from None
-    except BotoCoreError as e:  # timeouts, refused/closed connections, broken streams
-        raise storage_error(e, parsed) from None
+    except _S3_FAILURES as e:
+        raise classify_error(e, parsed) from None
     if len(data) > max_bytes:
         raise TooLarge(f"over {max_bytes:,} bytes: {parsed}")
     if length is not None and len(data) != length:
@@ -251,27 +256,83 @@ def local_fingerprint(mtime_ns: int, size: int) -> str:
     return f"mtime_ns={mtime_ns};size={size}"
 
 
+# --- classifying storage errors ----------------------------------------------------------
+# Every S3 failure becomes an ItemError here and nowhere else. What matters is whether a
+# retry can change the answer: transient StorageErrors are deferred and the task retries
+# them with back-off; the others are failure rows at once.
+
+_DENIED = (
+    "access denied (check credentials and policy; without s3:ListBucket a missing key also "
+    "reads as AccessDenied)"
+)
+
+#: S3 error code → (error, what the message says). Looked up first: the code is more precise
+#: than the status (RequestTimeout is a 400 that a retry does fix). HEAD answers have no
+#: body, so for them botocore's "code" is the HTTP status ("404", "403").
+_BY_CODE: dict[str, tuple[type[ItemError], str]] = {
+    "NoSuchKey": (MissingImage, "no such object"),
+    "NotFound": (MissingImage, "no such object"),
+    "404": (MissingImage, "no such object"),
+    "NoSuchBucket": (MissingImage, "no such bucket"),
+    "InvalidObjectState": (MissingImage, "object is archived (restore it first)"),
+    "AccessDenied": (AccessDenied, _DENIED),  # 403, whatever status an S3 clone sends
+    "RequestTimeout": (StorageError, "S3 timed out waiting for the request"),  # 400
+    "RequestTimeTooSkewed": (StorageError, "clock skew"),  # 403; botocore re-syncs its clock
+    "ExpiredToken": (StorageError, "expired session token"),  # 400; credentials refresh
+    "SlowDown": (StorageError, "throttled by S3"),  # 503
+}
+
+#: HTTP status → (error, what the message says), for codes not in the table above; the
+#: first row whose statuses contain it wins, and anything else is transient.
+_BY_STATUS: tuple[tuple[Container[int], type[ItemError], str], ...] = (
+    ({408}, StorageError, "request timeout"),
+    ({429}, StorageError, "throttled"),
+    ({401, 403}, AccessDenied, _DENIED),
+    (range(400, 500), StorageRejected, "S3 rejected the request"),
+    (range(500, 600), StorageError, "S3 server error"),
+)
+
+#: Failures on the way to S3 or while reading a body (timeouts, refused or reset
+#: connections, broken streams): transient. OSError covers socket errors urllib3 lets by.
+_S3_FAILURES = (ClientError, BotoCoreError, OSError)
+
+
+def classify_error(e: Exception, parsed: ParsedUri) -> ItemError:
+    """The ItemError for an exception from an S3 call on ``parsed`` (see the tables above).
+
+    Messages name the URI, the S3 code and the HTTP status, never the server's message
+    text or the request (which could carry credentials).
+    """
+    if isinstance(e, ClientError):
+        code, status = error_code(e), http_status(e)
+        kind, what = _BY_CODE.get(code) or _by_status(status)
+        if kind is MissingImage:
+            return MissingImage(f"{what}: {parsed}")
+        label = ", ".join(dict.fromkeys(str(x) for x in (code, status) if x))
+        return kind(f"{what} ({label}): {parsed}")
+    # Not an answer from S3: the connection or the stream failed; worth retrying.
+    detail = _USERINFO.sub("//***@", str(e))
+    return StorageError(f"{type(e).__name__}: {detail} ({parsed})")
+
+
+def _by_status(status: int | None) -> tuple[type[ItemError], str]:
+    for statuses, kind, what in _BY_STATUS:
+        if status in statuses:
+            return kind, what
+    return StorageError, "S3 error"
+
+
 def error_code(e: ClientError) -> str:
     return str(e.response.get("Error", {}).get("Code", ""))
 
 
-def _missing_what(e: ClientError) -> str:
-    code = error_code(e)
-    if code == "NoSuchBucket":
-        return "no such bucket"
-    if code == "InvalidObjectState":
-        return "object is archived (restore it first)"
-    return "no such object"
+def http_status(e: ClientError) -> int | None:
+    status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return int(status) if status is not None else None
 
 
 def storage_error(e: Exception, parsed: ParsedUri) -> StorageError:
-    if isinstance(e, ClientError):
-        code = error_code(e)
-        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in ("AccessDenied", "403"):
-            return StorageError(
-                f"access denied: {parsed} (check credentials and policy; without "
-                "s3:ListBucket a missing key also reads as AccessDenied)"
-            )
-        return StorageError(f"S3 error {code or status}: {parsed}")
-    return StorageError(f"{type(e).__name__}: {e} ({parsed})")
+    """:func:`classify_error` for callers that handled a missing bucket/key themselves
+    (listing): always a StorageError, transient or not."""
+    err = classify_error(e, parsed)
+    return err if isinstance(err, StorageError) else StorageError(str(err))

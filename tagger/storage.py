@@ -261,9 +261,9 @@ def local_fingerprint(mtime_ns: int, size: int) -> str:
 # retry can change the answer: transient StorageErrors are deferred and the task retries
 # them with back-off; the others are failure rows at once.
 
-_DENIED = (
-    "access denied (check credentials and policy; without s3:ListBucket a missing key also "
-    "reads as AccessDenied)"
+_ACCESS_HINT = (
+    "; check credentials and policy (without s3:ListBucket a missing key also reads as "
+    "AccessDenied)"
 )
 
 #: S3 error code → (error, what the message says). Looked up first: the code is more precise
@@ -275,7 +275,7 @@ _BY_CODE: dict[str, tuple[type[ItemError], str]] = {
     "404": (MissingImage, "no such object"),
     "NoSuchBucket": (MissingImage, "no such bucket"),
     "InvalidObjectState": (MissingImage, "object is archived (restore it first)"),
-    "AccessDenied": (AccessDenied, _DENIED),  # 403, whatever status an S3 clone sends
+    "AccessDenied": (AccessDenied, "access denied"),  # 403, whatever status an S3 clone sends
     "RequestTimeout": (StorageError, "S3 timed out waiting for the request"),  # 400
     "RequestTimeTooSkewed": (StorageError, "clock skew"),  # 403; botocore re-syncs its clock
     "ExpiredToken": (StorageError, "expired session token"),  # 400; credentials refresh
@@ -287,7 +287,7 @@ _BY_CODE: dict[str, tuple[type[ItemError], str]] = {
 _BY_STATUS: tuple[tuple[Container[int], type[ItemError], str], ...] = (
     ({408}, StorageError, "request timeout"),
     ({429}, StorageError, "throttled"),
-    ({401, 403}, AccessDenied, _DENIED),
+    ({401, 403}, AccessDenied, "access denied"),
     (range(400, 500), StorageRejected, "S3 rejected the request"),
     (range(500, 600), StorageError, "S3 server error"),
 )
@@ -308,8 +308,9 @@ def classify_error(e: Exception, parsed: ParsedUri) -> ItemError:
         kind, what = _BY_CODE.get(code) or _by_status(status)
         if kind is MissingImage:
             return MissingImage(f"{what}: {parsed}")
-        label = ", ".join(dict.fromkeys(str(x) for x in (code, status) if x))
-        return kind(f"{what} ({label}): {parsed}")
+        label = ", ".join(dict.fromkeys(str(x) for x in (code, status) if x)) or "no code"
+        hint = _ACCESS_HINT if kind is AccessDenied else ""
+        return kind(f"{what} ({label}): {parsed}{hint}")
     # Not an answer from S3: the connection or the stream failed; worth retrying.
     detail = _USERINFO.sub("//***@", str(e))
     return StorageError(f"{type(e).__name__}: {detail} ({parsed})")
@@ -317,7 +318,7 @@ def classify_error(e: Exception, parsed: ParsedUri) -> ItemError:
 
 def _by_status(status: int | None) -> tuple[type[ItemError], str]:
     for statuses, kind, what in _BY_STATUS:
-        if status in statuses:
+        if status is not None and status in statuses:
             return kind, what
     return StorageError, "S3 error"
 

@@ -1,8 +1,9 @@
 """Storage: URI parsing, fetching from the moto S3 server and local files, listing, failures.
 
 S3 is moto's server over HTTP (tests/conftest.py). Faults moto cannot produce (503
-SlowDown, a stalled read, a lying Content-Length) come from a tiny HTTP server on
-127.0.0.1 that answers like S3 would; boto3 talks to it over a real socket too.
+SlowDown, 403, a stalled or reset body) come from the fault proxy in front of it
+(tests/faultproxy.py) or, for answers with no object behind them, a tiny HTTP server on
+127.0.0.1 that answers like S3 would; boto3 talks to both over real sockets.
 """
 
 from __future__ import annotations
@@ -13,17 +14,30 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
 
-from tagger.exceptions import ConfigError, MissingImage, StorageError, TooLarge
+from tagger.exceptions import (
+    AccessDenied,
+    ConfigError,
+    MissingImage,
+    StorageError,
+    StorageRejected,
+    TooLarge,
+)
 from tagger.settings import Settings
 from tagger.storage import (
     ParsedUri,
+    classify_error,
     fetch_fingerprint,
     fetch_many,
     make_s3_client,
     parse_uri,
 )
+from tests import faultproxy
+from tests.faultproxy import Deny, ResetBody, SlowDown, StallBody
 from tests.services import free_port
+
+fault_proxy = faultproxy.fault_proxy  # the fixture (assigned, not imported: see faultproxy)
 
 MAX = 10_000
 
@@ -234,6 +248,131 @@ def test_read_timeout_is_storage_error(faulty_s3):
     out = fetch_many(["s3://b/stall.jpg"], s3_client=client, concurrency=1, max_bytes=MAX)
     assert isinstance(out["s3://b/stall.jpg"], StorageError)
     assert "ReadTimeout" in str(out["s3://b/stall.jpg"])
+
+
+# --- error classification ----------------------------------------------------------------
+
+URI = ParsedUri("s3", bucket="b", key="k/x.jpg")
+
+
+def client_error(code: str, status: int) -> ClientError:
+    response = {
+        "Error": {"Code": code, "Message": "server text with secret-ish details"},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return ClientError(response, "GetObject")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "kind", "transient"),
+    [
+        ("NoSuchKey", 404, MissingImage, False),
+        ("404", 404, MissingImage, False),  # HEAD: no body, the status is the code
+        ("NoSuchBucket", 404, MissingImage, False),
+        ("AccessDenied", 403, AccessDenied, False),
+        ("403", 403, AccessDenied, False),
+        ("InvalidAccessKeyId", 403, AccessDenied, False),
+        ("InvalidRequest", 400, StorageRejected, False),
+        ("400", 400, StorageRejected, False),
+        ("PreconditionFailed", 412, StorageRejected, False),
+        ("RequestTimeout", 400, StorageError, True),
+        ("ExpiredToken", 400, StorageError, True),
+        ("RequestTimeTooSkewed", 403, StorageError, True),
+        ("SlowDown", 503, StorageError, True),
+        ("TooManyRequests", 429, StorageError, True),
+        ("InternalError", 500, StorageError, True),
+        ("ServiceUnavailable", 503, StorageError, True),
+        ("Weird", 302, StorageError, True),  # unknown: retrying is the safe side
+    ],
+)
+def test_classify_client_errors(code, status, kind, transient):
+    """Missing → MissingImage; 403 and unfixable 4xx → permanent; throttling/5xx → transient."""
+    err = classify_error(client_error(code, status), URI)
+    assert type(err) is kind and err.transient is transient
+    assert "s3://b/k/x.jpg" in str(err) and "server text" not in str(err)
+    if kind is not MissingImage:
+        assert code in str(err)
+
+
+def test_access_denied_has_its_own_reason_code():
+    """403 is recorded as access_denied; other refusals keep storage_error, both permanent."""
+    assert AccessDenied("x").reason == "access_denied"
+    assert StorageRejected("x").reason == "storage_error"
+    assert isinstance(AccessDenied("x"), StorageError)  # callers catching StorageError see it
+
+
+def test_classify_connection_errors_as_transient_without_credentials():
+    """Failures below HTTP are transient StorageErrors; credentials in a URL are masked."""
+    url = "http://AKIDEXAMPLE:wJalrXUtnFEMI@s3.example.com/b/k/x.jpg"
+    for exc in (EndpointConnectionError(endpoint_url=url), ConnectionResetError(104, "reset")):
+        err = classify_error(exc, URI)
+        assert type(err) is StorageError and err.transient
+        assert "s3://b/k/x.jpg" in str(err) and type(exc).__name__ in str(err)
+        assert "wJalrXUtnFEMI" not in str(err) and "AKIDEXAMPLE" not in str(err)
+
+
+# --- faults through the proxy (real HTTP to moto) ------------------------------------------
+
+
+@pytest.fixture
+def image(s3_client, bucket) -> str:
+    """An object of 64 KiB on the moto server (big enough to cut mid-body); its URI."""
+    s3_client.put_object(Bucket=bucket, Key="faults/img.jpg", Body=blob(3, 64 * 1024))
+    return f"s3://{bucket}/faults/img.jpg"
+
+
+def via(proxy, *, attempts: int = 5, read_timeout: float = 5) -> object:
+    """A client made the way workers make it, pointed at the fault proxy."""
+    settings = Settings(
+        s3_endpoint_url=proxy.url, s3_max_attempts=attempts, s3_read_timeout=read_timeout
+    )
+    return make_s3_client(settings)
+
+
+def fetch(client, uri: str) -> bytes | Exception:
+    return fetch_many([uri], s3_client=client, concurrency=1, max_bytes=10**6)[uri]
+
+
+def test_slowdown_twice_then_the_object(fault_proxy, image):
+    """503 SlowDown twice: boto3's standard retries get the bytes on the third GET."""
+    fault_proxy.add_rule("faults/img.jpg", SlowDown(), times=2)
+    assert fetch(via(fault_proxy), image) == blob(3, 64 * 1024)
+    assert fault_proxy.hits("faults/img.jpg", method="GET") == 3
+
+
+def test_access_denied_is_permanent_and_fetched_once(fault_proxy, image):
+    """403 AccessDenied is a permanent AccessDenied after exactly one GET (and one HEAD)."""
+    fault_proxy.add_rule("faults/img.jpg", Deny())
+    client = via(fault_proxy)
+    err = fetch(client, image)
+    assert isinstance(err, AccessDenied) and not err.transient
+    assert err.reason == "access_denied" and image in str(err)
+    assert fault_proxy.hits("faults/img.jpg", method="GET") == 1
+    with pytest.raises(AccessDenied):
+        fetch_fingerprint(image, s3_client=client)
+    assert fault_proxy.hits("faults/img.jpg", method="HEAD") == 1
+
+
+def test_stalled_body_is_transient_within_the_read_timeout(fault_proxy, image):
+    """Headers and half a body, then silence: a transient StorageError after the read timeout."""
+    fault_proxy.add_rule("faults/img.jpg", StallBody(seconds=5))
+    started = time.monotonic()
+    err = fetch(via(fault_proxy, read_timeout=0.5), image)
+    elapsed = time.monotonic() - started
+    assert isinstance(err, StorageError) and err.transient, err
+    assert "ReadTimeout" in str(err) and image in str(err)
+    assert 0.5 <= elapsed < 2.5
+    assert fault_proxy.hits("faults/img.jpg") == 1
+
+
+def test_reset_mid_body_is_transient(fault_proxy, image):
+    """A connection reset mid-body is a transient StorageError (the task retries it)."""
+    fault_proxy.add_rule("faults/img.jpg", ResetBody(), times=1)
+    client = via(fault_proxy)
+    err = fetch(client, image)
+    assert isinstance(err, StorageError) and err.transient, err
+    assert image in str(err)
+    assert fetch(client, image) == blob(3, 64 * 1024)  # the next try gets it whole
 
 
 # --- fetch_many: local files --------------------------------------------------------------

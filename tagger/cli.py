@@ -259,24 +259,48 @@ def tags_prune(ctx: Context, keep: int) -> None:
 @pass_ctx
 def jobs(ctx: Context, args: tuple[str, ...], fmt: str, interval: float) -> None:
     """`jobs` lists jobs, `jobs ID` shows one with failures by reason, `jobs watch ID`
-    shows a live progress bar until the job ends."""
+    shows a live progress bar until the job ends, `jobs resume ID` queues the job's
+    pending items again now (after Redis was down, or when the job stalled)."""
     from tagger.output import render
     from tagger.progress import describe_jobs, watch_job
 
     stall = ctx.settings.stall_after
-    if args and args[0] == "watch":
+    if args and args[0] in ("watch", "resume"):
         if len(args) != 2 or not args[1].isdigit():
-            raise click.UsageError("usage: tagger jobs watch ID")
+            raise click.UsageError(f"usage: tagger jobs {args[0]} ID")
+        if args[0] == "resume":
+            _resume(ctx, int(args[1]))
+            return
         stats = watch_job(ctx.sessions, int(args[1]), stall_after=stall, interval=interval)
         if stats.state == "stalled":
             sys.exit(3)
         return
     if len(args) > 1 or (args and not args[0].isdigit()):
-        raise click.UsageError("usage: tagger jobs [ID] | tagger jobs watch ID")
+        raise click.UsageError(
+            "usage: tagger jobs [ID] | tagger jobs watch ID | tagger jobs resume ID"
+        )
     job_id = int(args[0]) if args else None
     with ctx.sessions() as session:
         rows = describe_jobs(session=session, stall_after=stall, job_id=job_id)
     render(rows, columns=list(rows[0]) if rows else ["id"], fmt=fmt)
+
+
+def _resume(ctx: Context, job_id: int) -> None:
+    """`tagger jobs resume ID`: the job's pending items, published again."""
+    from tagger.celery_app import create_app
+    from tagger.enqueue import resume_job
+
+    app = create_app(ctx.settings)
+    done = resume_job(app, ctx.settings, ctx.sessions, job_id=job_id, progress=True)
+    if done.status not in ("queued", "running"):
+        click.echo(f"job {job_id} is {done.status}: nothing to resume", err=True)
+    elif not done.batches:
+        click.echo(f"job {job_id} has no pending items: nothing to resume", err=True)
+    else:
+        click.echo(
+            f"job {job_id}: queued {done.items} pending items in {done.batches} batches",
+            err=True,
+        )
 
 
 @cli.command("retag")
@@ -321,9 +345,24 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except TaggerError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    except Exception as exc:
+        # Our own errors and unreachable services (Postgres, Redis, S3) get one line naming
+        # the service and its masked URL; anything else is a bug and keeps its traceback.
+        from tagger.service_errors import user_error
+
+        failure = user_error(exc, _settings_or_none())
+        if failure is None:
+            raise
+        click.echo(f"error: {failure.message}", err=True)
+        sys.exit(failure.exit_code)
+
+
+def _settings_or_none() -> Settings | None:
+    # The environment the command read; None when it is unusable (that error is shown).
+    try:
+        return load_settings()
+    except TaggerError:
+        return None
 
 
 if __name__ == "__main__":

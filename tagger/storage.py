@@ -128,7 +128,8 @@ def fetch_many(
     Each value is the object's bytes or an ItemError: MissingImage (no such key, bucket or
     file, or a URI that does not parse: retrying cannot help), TooLarge (over
     ``max_bytes``; detected from the size before the body is read), AccessDenied /
-    StorageRejected (403 and other client errors that retrying cannot fix: not transient)
+    StorageRejected (403, an unreadable local file, other client errors that retrying
+    cannot fix: not transient)
     or StorageError (transient: throttling, 5xx, timeouts, refused or reset connections,
     short bodies, after boto3's own retries). :func:`classify_error` decides which.
     Raises ConfigError only when there are s3:// URIs and no client. Duplicate URIs are
@@ -238,8 +239,8 @@ def _fetch_local(path: Path, max_bytes: int) -> bytes:
         raise MissingImage(f"no such file: {path}") from None
     except (IsADirectoryError, NotADirectoryError):
         raise MissingImage(f"not a file: {path}") from None
-    except PermissionError:
-        raise StorageError(f"permission denied: {path}") from None
+    except PermissionError:  # like S3's 403: the same answer on every retry
+        raise AccessDenied(f"permission denied: {path}") from None
     except OSError as e:  # I/O errors, stale NFS handles: may pass
         raise StorageError(f"cannot read {path}: {e.strerror or e}") from None
     if len(data) > max_bytes:  # grew while we read it

@@ -395,3 +395,16 @@ def test_fetch_many_local_files(tmp_path):
     assert isinstance(out[uris[2]], TooLarge)
     assert isinstance(out[uris[3]], MissingImage) and "no such file" in str(out[uris[3]])
     assert isinstance(out[uris[4]], MissingImage)
+
+
+def test_unreadable_local_file_is_access_denied(tmp_path, monkeypatch):
+    """A local file we may not read fails like an S3 403: AccessDenied, not retried."""
+    path = tmp_path / "locked.jpg"
+    path.write_bytes(blob(1))
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "open", refuse)  # chmod 000 does not stop root
+    err = fetch_many([str(path)], s3_client=None, concurrency=1, max_bytes=MAX)[str(path)]
+    assert isinstance(err, AccessDenied) and not err.transient and str(path) in str(err)

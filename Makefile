@@ -24,6 +24,9 @@ demo: venv
 		--name demo
 	$(BIN)/python -m train synthetic --out $(DEMO)/catalogue --n 48 --seed 8 --image-size 64
 	TAGGER_DATABASE_URL=sqlite:///$(DEMO)/tagger.db $(BIN)/tagger run $(DEMO)/catalogue/catalogue.csv --model $(DEMO)/model
+	@# the item ids are the labels file's image ids: count the tags that match them
+	TAGGER_DATABASE_URL=sqlite:///$(DEMO)/tagger.db $(BIN)/tagger tags --format csv \
+		| $(BIN)/python -m train score-tags - --labels $(DEMO)/catalogue/labels_front.csv
 
 test: venv
 	$(BIN)/python -m pytest -q

@@ -1,8 +1,9 @@
 """`python -m train`: synthetic catalogues, training, evaluation and model artifacts.
 
 Subcommands: ``synthetic`` (a labelled synthetic catalogue), ``fit`` (train a model into
-an artifact folder), ``evaluate`` (figures of an artifact on a labelled set) and ``init``
-(an untrained artifact of the real architecture, for pipeline tests). Errors are one
+an artifact folder), ``evaluate`` (figures of an artifact on a labelled set),
+``score-tags`` (how many tags a run got right, against the labels) and ``init`` (an
+untrained artifact of the real architecture, for pipeline tests). Errors are one
 line on stderr with a non-zero exit.
 """
 
@@ -99,7 +100,20 @@ def synthetic(out_dir: Path, n: int, seed: int, image_size: int, s3_uri: str | N
     help="Train only the last N backbone layers (BatchNorm stays frozen).",
 )
 @click.option("--val-split", default=0.2, show_default=True, type=click.FloatRange(0, 1))
-@click.option("--seed", default=42, show_default=True, type=int, help="Split, init and shuffle.")
+@click.option(
+    "--seed",
+    default=42,
+    show_default=True,
+    type=int,
+    help="Split, weight init, shuffle and augmentation.",
+)
+@click.option(
+    "--deterministic/--no-deterministic",
+    default=True,
+    show_default=True,
+    help="TensorFlow op determinism: the same --seed gives the same model and figures on "
+    "the same machine and library versions (a few per cent slower).",
+)
 @click.option(
     "--patience",
     default=3,
@@ -150,6 +164,7 @@ def fit(
     fine_tune_layers: int,
     val_split: float,
     seed: int,
+    deterministic: bool,
     patience: int,
     learning_rate: float,
     lr_schedule: str,
@@ -190,6 +205,7 @@ def fit(
             batch_size=batch_size,
             val_split=val_split,
             seed=seed,
+            deterministic=deterministic,
             patience=patience,
             lr_schedule=lr_schedule,
             caption_dropout=caption_dropout,
@@ -252,6 +268,29 @@ def evaluate(
     if out_dir:
         for path in write_report(out_dir, metrics):
             click.echo(f"wrote {path}")
+
+
+@cli.command("score-tags")
+@click.argument("tags", type=click.File("r", encoding="utf-8"))
+@click.option(
+    "--labels",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="labels_front.csv whose image_id is the tagged item_id (a synthetic catalogue's).",
+)
+def score_tags(tags, labels: Path) -> None:
+    """Count the items of TAGS (`tagger tags --format csv`, - for stdin) tagged right."""
+    from train.score import read_labels
+    from train.score import score_tags as score
+
+    reader = csv.DictReader(tags)
+    missing = {"item_id", "gender", "product_type"} - set(reader.fieldnames or [])
+    if missing:
+        raise click.ClickException(f"tags CSV without column(s) {', '.join(sorted(missing))}")
+    result = score(reader, read_labels(labels))
+    if not result.items:
+        raise click.ClickException(f"no tagged item has a row in {labels}")
+    click.echo(result.summary())
 
 
 @cli.command()

@@ -241,18 +241,47 @@ def load_image(example: Example, size: int, source: str = "") -> np.ndarray:
         raise DataError(f"{example.where(source)}: cannot use {example.image}: {e}") from e
 
 
-def augmenter(seed: int):
-    """Flip, rotation 0.05 (of a turn) and zoom 0.1, as the design defines; edges are
-    filled with the nearest pixel so the studio background stays a background."""
-    import keras
+#: Augmentation ranges, as the design defines: rotation in turns, zoom as a scale share.
+ROTATION_TURNS = 0.05
+ZOOM = 0.1
 
-    return keras.Sequential(
-        [
-            keras.layers.RandomFlip("horizontal", seed=seed),
-            keras.layers.RandomRotation(0.05, fill_mode="nearest", seed=seed + 1),
-            keras.layers.RandomZoom(0.1, fill_mode="nearest", seed=seed + 2),
-        ],
-        name="augmentation",
+
+def augment_batch(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Random horizontal flip, rotation (+-0.05 of a turn) and zoom (+-10%) of a float
+    image batch, drawn statelessly from ``seed`` (a [2] int tensor), so the same seed gives
+    the same batch whatever thread or order tf.data runs it in.
+
+    Flip, rotation and zoom are one affine resample (bilinear) about the image centre;
+    edges are filled with the nearest pixel so the studio background stays a background.
+    (Keras's RandomFlip/RandomRotation/RandomZoom layers draw from a shared seed variable,
+    which a parallel map reads in whatever order its threads run: not reproducible.)
+    """
+    import math
+
+    import tensorflow as tf
+
+    shape = tf.shape(images)
+    batch, height, width = shape[0], shape[1], shape[2]
+    u = tf.random.stateless_uniform(tf.stack([batch, 3]), seed=seed)
+    flip = tf.where(u[:, 0] < 0.5, -1.0, 1.0)
+    angle = (2.0 * u[:, 1] - 1.0) * (ROTATION_TURNS * 2.0 * math.pi)
+    zoom = 1.0 + (2.0 * u[:, 2] - 1.0) * ZOOM  # > 1 samples a larger area: zooms out
+    cos, sin = tf.cos(angle) * zoom, tf.sin(angle) * zoom
+    # Output pixel (x, y) samples input centre + zoom * rotation @ flip @ ((x, y) - centre).
+    a0, a1, b0, b1 = flip * cos, -sin, flip * sin, cos
+    cx = (tf.cast(width, tf.float32) - 1.0) / 2.0
+    cy = (tf.cast(height, tf.float32) - 1.0) / 2.0
+    a2 = cx - (a0 * cx + a1 * cy)
+    b2 = cy - (b0 * cx + b1 * cy)
+    zeros = tf.zeros_like(a0)
+    transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=transforms,
+        output_shape=tf.stack([height, width]),
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="NEAREST",
     )
 
 
@@ -268,6 +297,7 @@ def make_dataset(
     seed: int = 42,
     blank_captions: bool = False,
     caption_dropout: float = 0.0,
+    repeat: bool = False,
     source: str = "",
 ) -> tf.data.Dataset:
     """Batches of ``({"image", ["caption"]}, {"gender", "product"})``.
@@ -276,6 +306,12 @@ def make_dataset(
     fit, then shuffled, batched, augmented (``training`` only) and prefetched. Captions
     are blanked for the image-only figures; ``caption_dropout`` blanks a random share of
     training captions so a text model also learns to tag images that have none.
+
+    Deterministic for a ``seed``: the shuffle is seeded, parallel maps keep their order,
+    and every random draw (augmentation, caption dropout) is stateless, seeded by
+    ``(seed, batch number)``. ``repeat`` makes a training set endless (each pass
+    reshuffled) with the batch number running on across passes, so no two epochs augment
+    alike; a dataset repeated outside would restart the batch numbers every pass.
     """
     import tensorflow as tf
 
@@ -297,27 +333,35 @@ def make_dataset(
         image = tf.numpy_function(decode, [i], tf.uint8, stateful=False)
         return tf.ensure_shape(image, (size, size, 3)), i
 
-    ds = tf.data.Dataset.range(n).map(decode_tf, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = tf.data.Dataset.range(n).map(
+        decode_tf, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
     if n * size * size * 3 <= CACHE_LIMIT_BYTES:
         ds = ds.cache()
     if training:
         ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
-    augment = augmenter(seed) if training else None
+    if repeat:
+        ds = ds.repeat()
 
-    def to_inputs(images: tf.Tensor, idx: tf.Tensor):
+    def to_inputs(step: tf.Tensor, batch: tuple[tf.Tensor, tf.Tensor]):
+        images, idx = batch
         x = tf.cast(images, tf.float32)
-        if augment is not None:
-            x = augment(x, training=True)
+        if training:
+            batch_seed = tf.stack([tf.constant(seed, tf.int64), step])
+            augment_seed, caption_seed = tf.unstack(
+                tf.random.experimental.stateless_split(batch_seed, num=2)
+            )
+            x = augment_batch(x, augment_seed)
         inputs = {IMAGE_INPUT: x}
         if use_text:
             text = tf.gather(captions, idx)
             if training and caption_dropout > 0:
-                keep = tf.random.uniform(tf.shape(text)) >= caption_dropout
-                text = tf.where(keep, text, tf.constant(""))
+                draw = tf.random.stateless_uniform(tf.shape(text), seed=caption_seed)
+                text = tf.where(draw >= caption_dropout, text, tf.constant(""))
             inputs[CAPTION_INPUT] = tf.reshape(text, (-1, 1))
         labels = {GENDER_HEAD: tf.gather(y_gender, idx), PRODUCT_HEAD: tf.gather(y_product, idx)}
         return inputs, labels
 
-    ds = ds.map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.enumerate().map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)

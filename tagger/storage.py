@@ -129,11 +129,10 @@ def fetch_many(
     file, or a URI that does not parse: retrying cannot help), TooLarge (over
     ``max_bytes``; detected from the size before the body is read), AccessDenied /
     StorageRejected (403, an unreadable local file, other client errors that retrying
-    cannot fix: not transient)
-    or StorageError (transient: throttling, 5xx, timeouts, refused or reset connections,
-    short bodies, after boto3's own retries). :func:`classify_error` decides which.
-    Raises ConfigError only when there are s3:// URIs and no client. Duplicate URIs are
-    fetched once.
+    cannot fix: not transient) or StorageError (transient: throttling, 5xx, timeouts,
+    refused or reset connections, short bodies, after boto3's own retries);
+    :func:`classify_error` decides for S3. Raises ConfigError only when there are s3://
+    URIs and no client. Duplicate URIs are fetched once.
     """
     unique = list(dict.fromkeys(uris))
     if s3_client is None and any(u[:5].lower() == "s3://" for u in unique):

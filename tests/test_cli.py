@@ -44,6 +44,25 @@ def test_unknown_job_and_model_version_are_one_line_errors(db, env):
     _one_line_error(tagger(env, "model", "activate", "nope"), "unknown model version 'nope'")
 
 
+def test_jobs_resume_of_a_finished_or_unknown_job(db, env, session_factory, redis_db):
+    """`jobs resume` of a finished job says so, exits 0 and queues nothing; an unknown id
+    or a missing id is refused in one line."""
+    from tagger.jobs import create_job
+    from tests.services import redis_client
+
+    with session_factory.begin() as session:
+        job_id = create_job(
+            session=session, kind="import", source="t", item_ids=[], batch_size=4
+        ).id
+    done = tagger(env, "jobs", "resume", str(job_id))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == f"job {job_id} is finished: nothing to resume"
+    assert redis_client(redis_db).llen("tagger") == 0
+    _one_line_error(tagger(env, "jobs", "resume", "999"), "no job with id 999")
+    usage = tagger(env, "jobs", "resume")
+    assert usage.returncode == 2 and "usage: tagger jobs resume ID" in usage.stderr
+
+
 def test_bad_setting_is_named(env):
     """A malformed TAGGER_* variable fails fast with the setting's name."""
     result = tagger({**env, "TAGGER_BATCH_SIZE": "zero"}, "jobs")

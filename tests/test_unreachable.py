@@ -191,3 +191,134 @@ def test_s3_down_is_one_line(args, pg_url, db, tmp_path):
     }
     line = _one_line(tagger(env, *args, timeout=300), "S3", endpoint)
     assert line.endswith(": connection refused"), line
+
+
+# --- the mapping itself, in-process (fast) ---------------------------------------------------
+
+
+def _settings(**kw):
+    from tagger.settings import Settings
+
+    base = {
+        "database_url": f"postgresql+psycopg2://tagger:{PASSWORD}@127.0.0.1:{free_port()}/tagger",
+        "broker_url": f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0",
+        "s3_endpoint_url": f"http://127.0.0.1:{free_port()}",
+        "s3_max_attempts": 1,
+    }
+    return Settings(**{**base, **kw})
+
+
+def _raised(fn) -> BaseException:
+    with pytest.raises(Exception) as info:
+        fn()
+    return info.value
+
+
+def test_refused_postgres_connect_maps_to_masked_url():
+    """A real refused psycopg2 connect becomes the Postgres line with exit 69."""
+    from tagger.db import make_engine
+    from tagger.service_errors import user_error
+
+    s = _settings()
+    exc = _raised(lambda: make_engine(s.database_url).connect())
+    failure = user_error(exc, s)
+    assert failure.exit_code == EX_UNAVAILABLE
+    assert (
+        failure.message == f"cannot reach Postgres at {_masked(s.database_url)}: connection refused"
+    )
+
+
+def test_libpq_message_without_socket_error_is_shortened():
+    """A server-side refusal keeps libpq's reason, without the "connection to server" preamble."""
+    from psycopg2 import OperationalError as PgError
+    from sqlalchemy.exc import OperationalError
+
+    from tagger.service_errors import user_error
+
+    orig = PgError(
+        'connection to server at "db", port 5432 failed: FATAL:  database "x" does not exist\n'
+    )
+    exc = OperationalError(None, None, orig)
+    message = user_error(exc, _settings()).message
+    assert message.endswith(': database "x" does not exist'), message
+
+
+def test_query_errors_are_not_taken_for_an_outage():
+    """An OperationalError from a statement on a live connection (a deadlock) is not mapped."""
+    from sqlalchemy.exc import OperationalError
+
+    from tagger.service_errors import user_error
+
+    exc = OperationalError("UPDATE jobs SET done = 1", {}, Exception("deadlock detected"))
+    assert user_error(exc, _settings()) is None
+    assert user_error(ValueError("a bug"), _settings()) is None
+
+
+def test_sqlite_that_cannot_be_opened_is_named():
+    """An unopenable SQLite file says SQLite, not Postgres."""
+    from tagger.db import make_engine
+    from tagger.service_errors import user_error
+
+    s = _settings(database_url="sqlite:////nonexistent-dir/x.db")
+    exc = _raised(lambda: make_engine(s.database_url).connect())
+    message = user_error(exc, s).message
+    assert (
+        message
+        == "cannot open SQLite at sqlite:////nonexistent-dir/x.db: unable to open database file"
+    )
+
+
+def test_s3_listing_head_and_artifact_download_name_the_endpoint(tmp_path):
+    """Listing, HEAD (fingerprints) and artifact downloads against a dead endpoint name S3."""
+    from tagger.artifacts import resolve_artifact
+    from tagger.listing import list_images
+    from tagger.service_errors import user_error
+    from tagger.storage import fetch_fingerprint, make_s3_client
+
+    s = _settings()
+    client = make_s3_client(s)
+    attempts = [
+        lambda: list(list_images("s3://bucket/x/", s3_client=client)),
+        lambda: fetch_fingerprint("s3://bucket/x/1.jpg", s3_client=client),
+        lambda: resolve_artifact("s3://bucket/model/", cache_dir=tmp_path, s3_client=client),
+    ]
+    for attempt in attempts:
+        failure = user_error(_raised(attempt), s)
+        assert failure.exit_code == EX_UNAVAILABLE
+        assert failure.message == f"cannot reach S3 at {s.s3_endpoint_url}: connection refused"
+
+
+def test_aws_endpoint_is_taken_from_the_error():
+    """Without an endpoint setting (AWS itself), the host botocore tried is named."""
+    from botocore.exceptions import EndpointConnectionError
+
+    from tagger.service_errors import user_error
+
+    exc = EndpointConnectionError(endpoint_url="https://s3.eu-west-1.amazonaws.com/b?list-type=2")
+    message = user_error(exc, _settings(s3_endpoint_url=None)).message
+    assert message.startswith("cannot reach S3 at https://s3.eu-west-1.amazonaws.com: ")
+
+
+def test_passwords_in_driver_text_are_scrubbed():
+    """Whatever a driver says, a password from the settings never reaches the line."""
+    from redis.exceptions import AuthenticationError
+
+    from tagger.exceptions import ConfigError
+    from tagger.service_errors import user_error
+
+    s = _settings()
+    leaky = AuthenticationError(f"wrong password {PASSWORD}")
+    assert PASSWORD not in user_error(leaky, s).message
+    mine = user_error(ConfigError(f"bad {PASSWORD}\nsecond line"), s)
+    assert mine.exit_code == 1 and mine.message == "bad *** second line"
+
+
+def test_without_settings_the_service_is_still_named():
+    """When the settings cannot be read, the line names the service without a URL."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from tagger.service_errors import user_error
+
+    assert user_error(RedisConnectionError("boom"), None).message == "cannot reach Redis: boom"
+    # A bare socket error is not attributed to any service: it is not ours to explain.
+    assert user_error(ConnectionRefusedError(111, "Connection refused"), None) is None

@@ -2,15 +2,23 @@
 
 Every problem with one image becomes an :class:`~tagger.exceptions.ItemError` with a short
 message (stored in ``failures``); nothing here touches storage, the database or the model.
+Nothing else escapes for any bytes: whatever Pillow raises on hostile input is mapped to
+CorruptImage (or TooLarge for memory), so one bad image never costs its batch.
 
-Safety rules (see DESIGN.md, "Task contract"):
+Safety rules:
 
-* only JPEG, PNG and WEBP are opened (``Image.open(..., formats=...)``), so the many exotic
-  Pillow plugins never parse untrusted bytes;
-* the pixel count is checked from the header, before any pixel is decoded;
+* only JPEG, PNG, WEBP and GIF are opened (``Image.open(..., formats=...)``), so the many
+  exotic Pillow plugins never parse untrusted bytes;
+* a PNG's chunk CRCs are all checked (:mod:`tagger.png`) before Pillow sees the file;
+* the pixel count (and, where the file states it, the frame count) is checked from the
+  header, before any pixel is decoded; only the first frame of an animation is decoded;
 * Pillow's own decompression-bomb warning is turned into an error (and so into TooLarge);
 * truncated files are errors: ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never set, because a
   half-grey image would be tagged with confidence and nobody would notice.
+
+Memory: a big image is box-reduced (``Image.reduce``) right after loading, before any mode
+conversion or compositing, so only the decoded image itself is ever full size; and
+:func:`decode_many` caps the pixels being decoded at once across its threads.
 
 Train/serve consistency: the model must see images prepared exactly like this at training
 time too, so ``train/`` should call :func:`decode_image` rather than its own resize.
@@ -18,19 +26,24 @@ time too, so ``train/`` should call :func:`decode_image` rather than its own res
 
 from __future__ import annotations
 
+import collections
 import io
+import os
 import re
-import struct
+import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from tagger.exceptions import CorruptImage, ItemError, NotAnImage, TooLarge
+from tagger.png import SIGNATURE as PNG_SIGNATURE
+from tagger.png import png_damage
 
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP")
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 
 # Plain resize ("squash") rather than letterbox: the reference model was trained on
 # images resized straight to 224x224 without keeping the aspect ratio, so squashing is
@@ -39,15 +52,44 @@ ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP")
 # shrinking and is the cheapest filter that is.
 RESAMPLE = Image.Resampling.BILINEAR
 
+# Big images are first box-reduced by whole factors to at least this many times the
+# target size, then resampled. Pillow's own ``resize(reducing_gap=2.0)`` uses the same
+# rule; its docs call the result indistinguishable from a full resample in most cases.
+REDUCING_GAP = 2
+
+# Animations with more frames than this are refused, where the file states its count
+# (APNG, animated WebP, MPO). Only the first frame is ever decoded, so this is a policy
+# ("that is a video, not a product picture") more than a cost limit.
+MAX_FRAMES = 1000
+
+# Pillow allocates an image in blocks of 16 MiB by default. Once glibc has freed one such
+# mmap'd block it raises its mmap threshold to that size and serves later blocks from
+# per-thread heaps, which keep freed memory for the thread that used it: with 4 decode
+# threads the worker's RSS then climbs towards 4 of the largest images whatever the
+# pixel budget says. Blocks over 32 MiB are always mmap'd and go back to the system when
+# freed, so a full-size image is made of one block of up to this size instead.
+# An operator's PILLOW_BLOCK_SIZE still wins.
+PILLOW_BLOCK_SIZE = 256 * 2**20
+if "PILLOW_BLOCK_SIZE" not in os.environ:
+    Image.core.set_block_size(PILLOW_BLOCK_SIZE)
+
 # Background for transparent pixels: catalogue cut-outs are shown on white.
 BACKGROUND = (255, 255, 255)
 
 _BOMB_FILTER = ("error", None, Image.DecompressionBombWarning, None, 0)
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
 
+# Signatures of the allowed formats: bytes that start like one of them but that Pillow
+# cannot parse are a damaged image (CorruptImage), not some other kind of file.
+_SIGNATURES = (
+    (PNG_SIGNATURE, "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+)
+
 # Magic numbers of formats people upload by mistake, for a more useful NotAnImage message.
 _KNOWN_OTHER = (
-    (b"GIF8", "a GIF image"),
     (b"BM", "a BMP image"),
     (b"II*\x00", "a TIFF image"),
     (b"MM\x00*", "a TIFF image"),
@@ -55,70 +97,64 @@ _KNOWN_OTHER = (
     (b"\x00\x00\x01\x00", "an ICO image"),
 )
 
-# Errors Pillow's decoders raise for damaged data (truncation raises OSError; bad
-# headers/markers SyntaxError; broken chunk structure struct.error/IndexError/ValueError).
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, struct.error, IndexError, EOFError)
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
-def decode_image(data: bytes, *, size: int, max_pixels: int) -> np.ndarray:
-    """Decode one JPEG/PNG/WEBP into a writable ``(size, size, 3)`` uint8 RGB array.
+def decode_image(
+    data: bytes, *, size: int, max_pixels: int, max_frames: int = MAX_FRAMES
+) -> np.ndarray:
+    """Decode one JPEG/PNG/WEBP/GIF into a writable ``(size, size, 3)`` uint8 RGB array.
 
-    Raises :class:`NotAnImage` (empty, unknown or disallowed format), :class:`TooLarge`
-    (more than ``max_pixels`` pixels, or over Pillow's bomb limit), :class:`CorruptImage`
-    (header or pixel data damaged, e.g. a truncated upload).
+    Animations give their first frame. Raises only :class:`ItemError` subclasses for bad
+    bytes: :class:`NotAnImage` (empty, unknown or disallowed format), :class:`TooLarge`
+    (more than ``max_pixels`` pixels or ``max_frames`` frames, over Pillow's bomb limit,
+    or out of memory), :class:`CorruptImage` (anything damaged, e.g. a truncated upload).
     """
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
-    if not data:
-        raise NotAnImage("empty file (0 bytes)")
-    _ensure_bomb_warning_is_error()
-
-    try:
-        img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-    except UnidentifiedImageError:
-        raise NotAnImage(_not_an_image_message(data)) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise TooLarge(_bomb_message(e, max_pixels)) from None
-    except _DECODE_ERRORS as e:
-        # The allow-listed plugin accepted the magic number but could not parse the header.
-        raise CorruptImage(f"unreadable image header: {_short(e)}") from None
-
-    with img:
-        width, height = img.size
-        if width * height > max_pixels:
-            raise TooLarge(
-                f"image is {width}x{height} px ({width * height / 1e6:.1f} MP), "
-                f"limit {max_pixels / 1e6:.1f} MP"
-            )
-        if img.format == "JPEG" or img.format == "MPO":
-            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the target is that much
-            # smaller: several times faster for big product photos, and the result is never
-            # smaller than the requested size (exif rotation does not matter: it is square).
-            img.draft("RGB", (size, size))
-        try:
-            img.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise TooLarge(_bomb_message(e, max_pixels)) from None
-        except _DECODE_ERRORS as e:
-            raise CorruptImage(f"{img.format} data is damaged: {_short(e)}") from None
-        rgb = _to_rgb(_apply_exif_orientation(img))
-    if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), RESAMPLE)
-    return np.array(rgb, dtype=np.uint8)
+    return _decode(data, size=size, max_pixels=max_pixels, max_frames=max_frames, budget=None)
 
 
 def decode_many(
-    blobs: Mapping[str, bytes], *, size: int, max_pixels: int, workers: int = 1
+    blobs: Mapping[str, bytes | ItemError],
+    *,
+    size: int,
+    max_pixels: int,
+    workers: int = 1,
+    pixel_budget: int | None = None,
+    max_frames: int = MAX_FRAMES,
 ) -> dict[str, np.ndarray | ItemError]:
     """Decode several images; each value is an array or the ItemError for that key.
 
-    Pillow releases the GIL while decoding and resizing, so ``workers`` threads give real
-    parallelism on multi-core hosts. Order of the result follows ``blobs``.
-    """
+    Never raises for a bad image. Keys and their order follow ``blobs``; a value that is
+    already an ItemError (say, a failed fetch) is passed through. Pillow releases the GIL
+    while decoding and resizing, so ``workers`` threads give real parallelism.
 
-    def one(data: bytes) -> np.ndarray | ItemError:
+    ``pixel_budget`` bounds memory: an image's full decode starts only once the header
+    pixel counts of the images being decoded, its own included, fit in the budget
+    (first come, first served; an image bigger than the whole budget runs alone). Peak
+    memory then follows the budget, not the batch's images. None means ``2 * max_pixels``:
+    two of the largest allowed images at once.
+    """
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    budget = PixelBudget(2 * max_pixels if pixel_budget is None else pixel_budget)
+
+    def one(data: bytes | ItemError) -> np.ndarray | ItemError:
+        if isinstance(data, ItemError):
+            return data
         try:
-            return decode_image(data, size=size, max_pixels=max_pixels)
+            return _decode(
+                data, size=size, max_pixels=max_pixels, max_frames=max_frames, budget=budget
+            )
         except ItemError as e:
             return e
 
@@ -140,7 +176,144 @@ def stack(arrays: Sequence[np.ndarray], size: int) -> np.ndarray:
     return np.stack(arrays)
 
 
+class PixelBudget:
+    """Lets threads hold at most ``limit`` pixels at once; a bigger request runs alone.
+
+    First come, first served: a big image waiting for room is not overtaken forever by
+    small ones, so every decode finishes and the wait is bounded by the batch.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"pixel budget must be positive, got {limit}")
+        self.limit = limit
+        self.in_use = 0
+        self._cond = threading.Condition()
+        self._queue: collections.deque[object] = collections.deque()
+
+    @contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        ticket = object()
+        with self._cond:
+            self._queue.append(ticket)
+            try:
+                while self._queue[0] is not ticket or (
+                    self.in_use and self.in_use + pixels > self.limit
+                ):
+                    self._cond.wait()
+            except BaseException:
+                # Interrupted while waiting: leave the queue, or everyone behind us waits.
+                self._queue.remove(ticket)
+                self._cond.notify_all()
+                raise
+            self._queue.popleft()
+            self.in_use += pixels
+            self._cond.notify_all()  # the next in line may fit as well
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.in_use -= pixels
+                self._cond.notify_all()
+
+
 # --- helpers ---------------------------------------------------------------------------
+
+
+def _decode(
+    data: bytes, *, size: int, max_pixels: int, max_frames: int, budget: PixelBudget | None
+) -> np.ndarray:
+    if not data:
+        raise NotAnImage("empty file (0 bytes)")
+    _ensure_bomb_warning_is_error()
+    img = _open(data, size=size, max_pixels=max_pixels, max_frames=max_frames)
+    # After draft() a JPEG's size is the reduced size it will actually decode at.
+    held = budget.hold(img.width * img.height) if budget else nullcontext()
+    with img, held, _as_item_error(f"{img.format} data is damaged", max_pixels):
+        img.load()
+        orientation = _orientation(img)
+        rgb = _to_rgb(_shrink(_fix_transparency(img), size))
+        if rgb.size != (size, size):
+            rgb = rgb.resize((size, size), RESAMPLE)
+        # Squashing to a square commutes with these flips and quarter turns, so they are
+        # applied last, to the small image, instead of copying the full-size one.
+        if orientation is not None:
+            rgb = rgb.transpose(orientation)
+        return np.array(rgb, dtype=np.uint8)
+
+
+def _open(data: bytes, *, size: int, max_pixels: int, max_frames: int) -> Image.Image:
+    """Open and check the header: format, pixel and frame counts. Nothing is decoded yet."""
+    if data.startswith(PNG_SIGNATURE):
+        damage = png_damage(data)
+        if damage:
+            raise CorruptImage(f"PNG file is damaged: {damage}")
+    claimed = _claimed_format(data)
+    with _as_item_error(f"unreadable {claimed or 'image'} header", max_pixels):
+        try:
+            img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+        except UnidentifiedImageError:
+            if claimed:
+                # The magic number is right, the plugin could not parse what follows.
+                raise CorruptImage(f"unreadable {claimed} header") from None
+            raise NotAnImage(_not_an_image_message(data)) from None
+        width, height = img.size
+        if width < 1 or height < 1:
+            raise CorruptImage(f"image header says {width}x{height} px")
+        if width * height > max_pixels:
+            raise TooLarge(
+                f"image is {width}x{height} px ({width * height / 1e6:.1f} MP), "
+                f"limit {max_pixels / 1e6:.1f} MP"
+            )
+        frames = _declared_frames(img)
+        if frames > max_frames:
+            raise TooLarge(f"animation has {frames} frames, limit {max_frames}")
+        if img.format == "JPEG" or img.format == "MPO":
+            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the target is that much
+            # smaller: several times faster for big product photos, and the result is never
+            # smaller than the requested size (exif rotation does not matter: it is square).
+            img.draft("RGB", (size, size))
+    return img
+
+
+def _declared_frames(img: Image.Image) -> int:
+    # Only where the file states the count: APNG's acTL, animated WebP (libwebp's demuxer
+    # counts the frames in C when the file is opened), MPO's index. A GIF states none:
+    # Pillow's n_frames walks every data sub-block of every frame in Python, which costs
+    # time in proportion to the file for nothing, since only the first frame is decoded.
+    if img.format == "GIF":
+        return 1
+    frames = getattr(img, "n_frames", 1)
+    return frames if isinstance(frames, int) else 1
+
+
+@contextmanager
+def _as_item_error(what: str, max_pixels: int) -> Iterator[None]:
+    """Turn whatever Pillow raises inside the block into the ItemError it means for the item."""
+    try:
+        yield
+    except ItemError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise TooLarge(_bomb_message(e, max_pixels)) from None
+    except MemoryError:
+        raise TooLarge(f"{what}: not enough memory to decode it") from None
+    except Exception as e:
+        if _not_the_images_fault(e):
+            raise
+        # Pillow's decoders raise OSError, SyntaxError, ValueError, struct.error, EOFError,
+        # IndexError, KeyError, TypeError, ZeroDivisionError... on hostile data; listing
+        # them is a game of whack-a-mole, and any of them means this image is unusable.
+        # BaseException-only signals (KeyboardInterrupt, SystemExit) are not caught.
+        raise CorruptImage(f"{what}: {_short(e)}") from None
+
+
+def _not_the_images_fault(e: Exception) -> bool:
+    # Celery's soft time limit raises SoftTimeLimitExceeded (an Exception) from a signal
+    # handler into whatever the main thread runs, possibly a decode. It is the batch's
+    # deadline, not this image's damage, so it must propagate. Matched by module so this
+    # file stays free of Celery imports.
+    return type(e).__module__.partition(".")[0] in ("billiard", "celery")
 
 
 def _ensure_bomb_warning_is_error() -> None:
@@ -163,6 +336,15 @@ def _bomb_message(e: BaseException, max_pixels: int) -> str:
     return f"image is over the decompression-bomb limit of {limit / 1e6:.1f} MP"
 
 
+def _claimed_format(data: bytes) -> str | None:
+    for magic, name in _SIGNATURES:
+        if data.startswith(magic):
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
 def _not_an_image_message(data: bytes) -> str:
     allowed = ", ".join(ALLOWED_FORMATS)
     head = data[:16]
@@ -181,28 +363,64 @@ def _short(e: BaseException, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _apply_exif_orientation(img: Image.Image) -> Image.Image:
+def _orientation(img: Image.Image) -> Image.Transpose | None:
     # Phone and camera shots are often stored sideways with an EXIF Orientation tag.
     # Broken EXIF blocks are common and harmless for the pixels, so they must not cost
     # the item: keep the stored orientation instead.
     try:
-        return ImageOps.exif_transpose(img)
-    except Exception:
+        return _TRANSPOSE.get(img.getexif().get(ExifTags.Base.Orientation, 1))
+    except Exception as e:
+        if _not_the_images_fault(e):
+            raise
+        return None
+
+
+def _fix_transparency(img: Image.Image) -> Image.Image:
+    # A palette has at most 256 entries, but a PNG tRNS chunk can be longer, and Pillow's
+    # convert() then fails ("palette index out of range"). Viewers ignore the excess
+    # entries, and no pixel can use them, so dropping them gives exactly that picture.
+    t = img.info.get("transparency")
+    if img.mode == "P" and t is not None:
+        if isinstance(t, int) and not 0 <= t < 256:
+            del img.info["transparency"]
+        elif isinstance(t, bytes) and len(t) > 256:
+            img.info["transparency"] = t[:256]
+    return img
+
+
+def _shrink(img: Image.Image, size: int) -> Image.Image:
+    """Box-reduce a big decoded image by whole factors, keeping at least 2x the target.
+
+    Done before any other conversion so that only the decoded image itself is full size:
+    a 36 MP RGBA PNG went through four more full-size copies (EXIF transpose, RGBA
+    convert, white background, composite) before it was resized.
+    """
+    fx = int(img.width / size / REDUCING_GAP) or 1
+    fy = int(img.height / size / REDUCING_GAP) or 1
+    if fx == 1 and fy == 1:
         return img
+    # reduce() averages raw values, which is wrong for palette indices and bilevel
+    # pixels, unsupported for 16-bit ones, and would blur a transparent colour key into
+    # its neighbours; those few modes get one full-size conversion first.
+    if img.mode == "P" or "transparency" in img.info:
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif img.mode == "1":
+        img = img.convert("L")
+    elif img.mode.startswith("I;16"):
+        img = img.convert("I")
+    return img.reduce((fx, fy))
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any mode Pillow gives for JPEG/PNG/WEBP -> 8-bit RGB, transparency over white."""
+    """Any mode Pillow gives for our formats -> 8-bit RGB, transparency over white."""
     mode = img.mode
     if mode.startswith("I"):
         # 16-bit greyscale PNG: Pillow's convert() clips to 0..255 instead of scaling,
         # which would turn nearly every pixel white. Scale 0..65535 to 0..255 ourselves.
-        wide = np.asarray(img).astype(np.uint32)
-        img = Image.fromarray(((wide * 255 + 32767) // 65535).clip(0, 255).astype(np.uint8))
+        wide = np.asarray(img).astype(np.int64).clip(0, 65535)
+        img = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))
         mode = img.mode
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        mode == "P" and "transparency" in img.info
-    )
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
     if has_alpha:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))

@@ -53,13 +53,11 @@ class Unreachable:
     url: str | None  # password masked
     reason: str
 
-    def describe(self) -> str:
-        return self.describe_with(self.reason)
-
-    def describe_with(self, reason: str) -> str:
+    def describe(self, reason: str | None = None) -> str:
+        """The line, with ``reason`` in place of the raw one (e.g. scrubbed) if given."""
         verb = "open" if self.service == "SQLite" else "reach"
         where = f" at {self.url}" if self.url else ""
-        return f"cannot {verb} {self.service}{where}: {reason}"
+        return f"cannot {verb} {self.service}{where}: {reason or self.reason}"
 
 
 def user_error(exc: BaseException, settings: Settings | None) -> UserError | None:
@@ -69,7 +67,7 @@ def user_error(exc: BaseException, settings: Settings | None) -> UserError | Non
     if down is not None:
         # Only the driver's text is scrubbed: the URL is masked already, and scrubbing our
         # own words would garble them when the password is a word too ("tagger").
-        message = down.describe_with(redact(down.reason, settings))
+        message = down.describe(redact(down.reason, settings))
         # A failed publish leaves a saved job behind: say how to queue it once Redis is back.
         next_step = _next_step(exc)
         if next_step:

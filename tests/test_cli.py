@@ -46,7 +46,7 @@ def test_unknown_job_and_model_version_are_one_line_errors(db, env):
 
 def test_jobs_resume_of_a_finished_or_unknown_job(db, env, session_factory, redis_db):
     """`jobs resume` of a finished job says so, exits 0 and queues nothing; an unknown id
-    or a missing id is refused in one line."""
+    is a one-line error, and a missing id gets the usage."""
     from tagger.jobs import create_job
     from tests.services import redis_client
 

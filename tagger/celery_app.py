@@ -13,6 +13,29 @@ SWEEP = "tagger.sweep"
 NIGHTLY_RETAG = "nightly-retag"
 
 
+def broker_transport_options(settings: Settings) -> dict[str, object]:
+    """Redis transport options: how soon a lost batch comes back, and how soon a dead link
+    (a Redis restart, or a NAT/firewall silently dropping the connection) is noticed."""
+    return {
+        # Redis re-delivers an unacked message after this; it exceeds the longest batch
+        # (hard time limit plus retry back-off), so a live batch is never run twice at once.
+        "visibility_timeout": settings.visibility_timeout,
+        # kombu sweeps for messages past their visibility timeout every interval x throttle
+        # seconds (100 s by default); every 10 s brings a lost batch back promptly.
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
+        # Without a socket timeout a command on a black-holed connection (an ack, a
+        # publish) waits forever; with it, it fails and kombu reconnects.
+        "socket_timeout": settings.redis_socket_timeout,
+        "socket_connect_timeout": min(10.0, settings.redis_socket_timeout),
+        "socket_keepalive": True,
+        # kombu drops a BRPOP connection whose reply is overdue by more than this (plus
+        # the 1 s BRPOP timeout) and pings idle pooled connections before using them.
+        "health_check_interval": settings.redis_health_check_interval,
+        "retry_on_timeout": False,
+    }
+
+
 def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or Settings()
     app = Celery("tagger", set_as_current=False)
@@ -30,9 +53,16 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        # Redis re-delivers an unacked message after this; it must exceed the longest batch
-        # or a slow batch is run twice at once.
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_transport_options=broker_transport_options(settings),
+        # Every batch is cut off below the visibility timeout (Settings checks it), so a
+        # hung batch cannot outlive its message: the soft limit interrupts it and the task
+        # re-queues it as a delivery that died; the hard limit kills the process.
+        task_time_limit=settings.hard_time_limit,
+        task_soft_time_limit=settings.soft_time_limit,
+        # A batch cut off by the hard limit is handed straight back (not acked): the ledger
+        # counts it as a delivery that died, and after a few it is split. Acking it would
+        # leave its items pending until a sweep.
+        task_acks_on_timeout=False,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         task_default_queue=settings.queue,
         worker_hijack_root_logger=True,

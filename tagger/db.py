@@ -82,6 +82,8 @@ class Job(Base):
     done: Mapped[int] = mapped_column(sa.Integer, default=0)
     failed: Mapped[int] = mapped_column(sa.Integer, default=0)
     skipped: Mapped[int] = mapped_column(sa.Integer, default=0)
+    #: pending items a newer job took over (a sweep re-queuing a stalled job's items)
+    moved: Mapped[int] = mapped_column(sa.Integer, default=0)
     batch_size: Mapped[int] = mapped_column(sa.Integer)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
@@ -103,6 +105,11 @@ class JobItem(Base):
     )
     state: Mapped[str] = mapped_column(sa.String(16), default="pending")
     updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    #: deliveries of the item's batch that started / that died before finishing
+    attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
+    deaths: Mapped[int] = mapped_column(sa.Integer, default=0)
+    #: set while a delivery is in flight; still set at the next start = that one died
+    started_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
 
 
 class Failure(Base):

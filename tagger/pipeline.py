@@ -22,9 +22,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tagger.batching import unique
 from tagger.db import Item, ModelVersion
-from tagger.exceptions import ItemError, NoActiveModel
+from tagger.exceptions import ItemError, NoActiveModel, WorkerCrash
 from tagger.images import decode_image
-from tagger.jobs import mark_started
+from tagger.jobs import end_delivery, mark_started, start_delivery
 from tagger.registry import get_active_model_version
 from tagger.settings import Settings
 from tagger.storage import fetch_many, make_s3_client
@@ -45,6 +45,10 @@ class BatchOutcome:
     #: transient errors left for a retry (not written); empty on the final attempt
     deferred: dict[str, ItemError] = field(default_factory=dict)
     unknown: list[str] = field(default_factory=list)
+    #: a batch that kept dying is not run: its pending items go out again as these halves
+    split: list[list[str]] = field(default_factory=list)
+    #: deaths the items had when split; each half gets max_batch_deaths more tries
+    deaths_before: int = 0
 
 
 class BatchTagger:
@@ -101,13 +105,26 @@ class BatchTagger:
 
     # --- one batch -----------------------------------------------------------------
     def run(
-        self, job_id: int | None, item_ids: Sequence[str], *, final: bool = True
+        self,
+        job_id: int | None,
+        item_ids: Sequence[str],
+        *,
+        final: bool = True,
+        deaths_before: int = 0,
     ) -> BatchOutcome:
+        """Tag one batch. Counts the delivery in the job's ledger first (committed before
+        anything risky), so a batch whose deliveries keep dying is split, not re-run."""
         ids = unique(item_ids)
         clock = _Stopwatch()
         with self.session_factory.begin() as session:
             if job_id is not None:
                 mark_started(session=session, job_id=job_id)
+                deaths = start_delivery(session=session, job_id=job_id, item_ids=ids)
+                worst = max(deaths.values(), default=0)
+                if worst - deaths_before >= self.settings.max_batch_deaths:
+                    return self._isolate(
+                        session, job_id, sorted(deaths), worst, died=worst - deaths_before
+                    )
             active = get_active_model_version(session=session)
             if active is None:
                 raise NoActiveModel("no active model version")
@@ -150,6 +167,8 @@ class BatchTagger:
                 predictions=predictions,
                 failures=outcome.failed,
             )
+            if job_id is not None:
+                end_delivery(session=session, job_id=job_id, item_ids=ids)
         clock.lap("write")
         log.info(
             "job %s: batch of %d → %d tagged, %d failed, %d deferred (model %s, 1 model call; %s)",
@@ -161,6 +180,38 @@ class BatchTagger:
             active.version,
             clock,
         )
+        return outcome
+
+    def _isolate(
+        self, session: Session, job_id: int, pending: list[str], deaths: int, *, died: int
+    ) -> BatchOutcome:
+        """A batch whose deliveries died ``max_batch_deaths`` times: split it in halves
+        (the task queues them), or, down to one item, fail that item as worker_crash."""
+        outcome = BatchOutcome(job_id=job_id, model_version="", deaths_before=deaths)
+        if len(pending) == 1:
+            error = WorkerCrash(
+                f"the worker process died {deaths} times on this item's batch "
+                "(killed, out of memory, or over the time limit); isolated and given up"
+            )
+            outcome.failed = {pending[0]: error}
+            save_batch(
+                session=session,
+                job_id=job_id,
+                model_version="",
+                predictions={},
+                failures=outcome.failed,
+            )
+            log.error("job %s: item %s failed as worker_crash", job_id, pending[0])
+        else:
+            half = len(pending) // 2
+            outcome.split = [pending[:half], pending[half:]]
+            log.warning(
+                "job %s: batch of %d died %d times; splitting it to isolate the cause",
+                job_id,
+                len(pending),
+                died,
+            )
+        end_delivery(session=session, job_id=job_id, item_ids=pending)
         return outcome
 
     def record_failed_batch(
@@ -177,6 +228,19 @@ class BatchTagger:
                 predictions={},
                 failures={item_id: error for item_id in known},
             )
+            if job_id is not None:
+                end_delivery(session=session, job_id=job_id, item_ids=ids)
+
+    def release(self, job_id: int | None, item_ids: Sequence[str]) -> None:
+        """The batch stopped on a transient error and will be retried: this delivery did
+        not die, so clear its in-flight mark (best effort: the database may be the error)."""
+        if job_id is None:
+            return
+        try:
+            with self.session_factory.begin() as session:
+                end_delivery(session=session, job_id=job_id, item_ids=unique(item_ids))
+        except Exception as exc:  # the retry goes ahead either way
+            log.warning("job %s: could not clear the in-flight mark: %r", job_id, exc)
 
     def _decode(
         self,

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy.orm import Session, sessionmaker
 
 from tagger.db import Job, utcnow
-from tagger.jobs import ACTIVE_STATUSES, failure_counts, get_job, list_jobs
+from tagger.jobs import ACTIVE_STATUSES, delivery_counts, failure_counts, get_job, list_jobs
 
 
 def _aware(ts: datetime | None) -> datetime | None:
@@ -32,7 +32,7 @@ class JobStats:
 
 def job_stats(job: Job, *, now: datetime, stall_after: int) -> JobStats:
     processed = job.done + job.failed
-    remaining = max(0, job.total - processed)
+    remaining = max(0, job.total - processed - (job.moved or 0))
     state = job.status
     updated = _aware(job.updated_at)
     if state in ACTIVE_STATUSES and updated < now - timedelta(seconds=stall_after):
@@ -72,6 +72,7 @@ def describe_jobs(*, session: Session, stall_after: int, job_id: int | None = No
             "done": job.done,
             "failed": job.failed,
             "skipped": job.skipped,
+            "moved": job.moved,
             "rate/s": None if stats.rate is None else round(stats.rate, 2),
             "eta": _duration(stats.eta_s) if stats.state in ("queued", "running") else "",
             "source": job.source,
@@ -80,6 +81,9 @@ def describe_jobs(*, session: Session, stall_after: int, job_id: int | None = No
         if job_id is not None:
             counts = failure_counts(session=session, job_id=job.id)
             row["failures"] = ", ".join(f"{r}={n}" for r, n in counts.items())
+            deliveries = delivery_counts(session=session, job_id=job.id)
+            row["redelivered"] = deliveries["redelivered_items"]
+            row["died"] = deliveries["died_items"]
             row["finished_at"] = job.finished_at
         rows.append(row)
     return rows
@@ -118,7 +122,9 @@ def watch_job(
         reasons = failure_counts(session=session, job_id=job_id)
     click.echo(
         f"job {job_id} {stats.state}: {job.done} tagged, {job.failed} failed, "
-        f"{job.skipped} skipped of {job.total + job.skipped}"
+        f"{job.skipped} skipped"
+        + (f", {job.moved} moved to a newer job" if job.moved else "")
+        + f" of {job.total + job.skipped}"
         + (f" ({stats.rate:.1f} items/s)" if stats.rate else "")
     )
     for reason, n in reasons.items():

@@ -14,6 +14,11 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Between the hard time limit plus back-off and the visibility timeout: the time a worker
+# needs to notice the kill and requeue the batch before Redis would hand it out again.
+TIME_LIMIT_MARGIN = 30
+MIN_TIME_LIMIT = 10
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TAGGER_", extra="ignore")
@@ -52,10 +57,35 @@ class Settings(BaseSettings):
         1, ge=1, description="Worker processes per `tagger worker` (one per GPU on GPU hosts)."
     )
     visibility_timeout: int = Field(
-        3600, ge=60, description="Seconds before Redis re-delivers an unacked batch."
+        270,
+        ge=60,
+        description="Seconds before Redis re-delivers an unacked batch: how soon a batch "
+        "lost with its worker comes back. Must exceed the hard time limit plus the back-off.",
+    )
+    batch_time_limit: int | None = Field(
+        None,
+        ge=10,
+        description="Hard time limit of one batch, seconds (the process running it is "
+        "killed). Default: the visibility timeout less the retry back-off and a 30 s margin.",
     )
     task_max_retries: int = Field(5, ge=0, description="Retries for transient errors.")
-    retry_backoff_max: int = Field(600, ge=1, description="Cap on retry back-off, seconds.")
+    retry_backoff_max: int = Field(60, ge=1, description="Cap on retry back-off, seconds.")
+    max_batch_deaths: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Deliveries of a batch that died (worker killed, time limit) before it is "
+        "split in halves to isolate the item that kills it (failed as worker_crash).",
+    )
+    redis_socket_timeout: float = Field(
+        15.0, gt=0, description="Seconds a Redis command may wait before the link counts as dead."
+    )
+    redis_health_check_interval: int = Field(
+        10,
+        ge=1,
+        description="Seconds between checks of the worker's Redis connections; a silently "
+        "dropped link is noticed within about twice this.",
+    )
     queue: str = Field("tagger", min_length=1, description="Celery queue name.")
     tf_memory_growth: bool = Field(True, description="Grow GPU memory as needed.")
     mixed_precision: bool = Field(False, description="Run inference in mixed_float16 on GPUs.")
@@ -109,6 +139,32 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _limits_fit_visibility(self) -> Settings:
+        # A worker holds a retried batch (unacked) through its back-off and then runs it
+        # for up to the hard limit; if Redis re-delivers it before that, two workers run
+        # the same batch at once. So back-off + hard limit must stay under the timeout.
+        v, b = self.visibility_timeout, self.retry_backoff_max
+        if b >= v:
+            raise ValueError(
+                f"TAGGER_RETRY_BACKOFF_MAX ({b}) must be less than "
+                f"TAGGER_VISIBILITY_TIMEOUT ({v}): a retried batch would be delivered twice"
+            )
+        if self.batch_time_limit is None:
+            if v - b - TIME_LIMIT_MARGIN < MIN_TIME_LIMIT:
+                raise ValueError(
+                    f"TAGGER_VISIBILITY_TIMEOUT ({v}) leaves no time for a batch after "
+                    f"TAGGER_RETRY_BACKOFF_MAX ({b}): it must exceed the back-off by at least "
+                    f"{TIME_LIMIT_MARGIN + MIN_TIME_LIMIT} s"
+                )
+        elif self.batch_time_limit + b >= v:
+            raise ValueError(
+                f"TAGGER_BATCH_TIME_LIMIT ({self.batch_time_limit}) plus "
+                f"TAGGER_RETRY_BACKOFF_MAX ({b}) must be less than "
+                f"TAGGER_VISIBILITY_TIMEOUT ({v}): a slow batch would be delivered twice"
+            )
+        return self
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, v: str) -> str:
@@ -116,6 +172,19 @@ class Settings(BaseSettings):
         if v not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError(f"TAGGER_LOG_LEVEL must be a logging level, got {v!r}")
         return v
+
+    @property
+    def hard_time_limit(self) -> int:
+        """Seconds after which the process running a batch is killed."""
+        if self.batch_time_limit is not None:
+            return self.batch_time_limit
+        return self.visibility_timeout - self.retry_backoff_max - TIME_LIMIT_MARGIN
+
+    @property
+    def soft_time_limit(self) -> int:
+        """Seconds after which a batch is interrupted (and re-queued as one that died)."""
+        hard = self.hard_time_limit
+        return max(hard - max(5, hard // 6), hard // 2)
 
     @property
     def s3_max_pool_connections(self) -> int:

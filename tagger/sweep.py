@@ -7,8 +7,10 @@ It queues, as one ``retag`` job:
 - **failed** items due a retry: fewer than ``max_failure_attempts`` attempts and a
   back-off (``retry_failed_after`` doubled per attempt) since the last one;
 - with ``all_``, every item.
-Items already pending in a job that is still making progress are left alone, and a
-Postgres advisory lock makes two sweeps fired at once queue the work only once.
+Items already pending in a job that is still making progress are left alone; items
+pending in a stalled job are handed over (that job is closed with them counted as
+``moved``). A Postgres advisory lock makes two sweeps fired at once queue the work only
+once.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from sqlalchemy.orm import Session
 from tagger.batching import chunked
 from tagger.db import Failure, Item, Job, JobItem, Tag, utcnow
 from tagger.exceptions import NoActiveModel
-from tagger.jobs import ACTIVE_STATUSES, create_job
+from tagger.jobs import ACTIVE_STATUSES, create_job, hand_over
 from tagger.registry import get_active_model_version
 from tagger.settings import Settings
 
@@ -137,4 +139,7 @@ def plan_sweep(
     size = batch_size or settings.batch_size
     ids = list(chosen)
     job = create_job(session=session, kind="retag", source=source, item_ids=ids, batch_size=size)
+    # Items still pending in stalled jobs are this job's now; those jobs are closed once
+    # nothing of theirs is left, with their counters adding up (done + failed + moved).
+    hand_over(session=session, item_ids=ids, to_job_id=job.id)
     return SweepPlan(job=job, batches=list(chunked(ids, size)), stale=n_stale, failed=n_failed)

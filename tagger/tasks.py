@@ -11,6 +11,7 @@ import threading
 import botocore.exceptions
 import sqlalchemy.exc
 from celery import Celery, Task
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_process_shutdown
 
 from tagger.celery_app import SWEEP, TAG_BATCH
@@ -70,24 +71,38 @@ def backoff(retries: int, cap: int) -> float:
     return random.uniform(0, min(cap, 5 * 2**retries))
 
 
-def tag_batch(self: Task, job_id: int | None, item_ids: list[str]) -> dict:
+def tag_batch(self: Task, job_id: int | None, item_ids: list[str], deaths_before: int = 0) -> dict:
     """Tag one batch; safe to run twice (at-least-once delivery)."""
     settings: Settings = self.app.tagger_settings
     retries = self.request.retries
     final = retries >= self.max_retries
     tagger = batch_tagger(settings)
     try:
-        outcome = tagger.run(job_id, item_ids, final=final)
+        outcome = tagger.run(job_id, item_ids, final=final, deaths_before=deaths_before)
+    except SoftTimeLimitExceeded:
+        # Hung (a stalled decoder, a stuck connection): leave the in-flight mark set so the
+        # ledger counts this delivery as one that died, and hand the message straight back.
+        # After max_batch_deaths such deliveries the batch is split to isolate the cause.
+        log.error(
+            "job %s: batch of %d over the %d s soft time limit; re-queued as a delivery that died",
+            job_id,
+            len(item_ids),
+            settings.soft_time_limit,
+        )
+        raise Reject("soft time limit", requeue=True) from None
     except TRANSIENT as exc:
+        tagger.release(job_id, item_ids)
         if final:
+            # The items stay pending in the job's ledger (the job shows as stalled) and the
+            # next sweep queues them again: not failed by the thousand for an outage.
             log.error(
-                "job %s: batch of %d gave up after %d retries: %s",
+                "job %s: batch of %d gave up after %d retries: %r",
                 job_id,
                 len(item_ids),
                 retries,
                 exc,
             )
-            raise
+            return {"job_id": job_id, "tagged": 0, "failed": 0, "gave_up": len(item_ids)}
         log.warning("job %s: transient error, retry %d: %r", job_id, retries + 1, exc)
         raise self.retry(exc=exc, countdown=backoff(retries, settings.retry_backoff_max)) from exc
     except Exception as exc:
@@ -95,10 +110,21 @@ def tag_batch(self: Task, job_id: int | None, item_ids: list[str]) -> dict:
         message = f"{type(exc).__name__}: {exc}"[:500]
         tagger.record_failed_batch(job_id, item_ids, BatchError(message))
         return {"job_id": job_id, "tagged": 0, "failed": len(item_ids)}
+    if outcome.split:
+        # Queued before this message is acked: a death in between only repeats the split.
+        for half in outcome.split:
+            self.app.send_task(
+                TAG_BATCH,
+                args=[job_id, half],
+                kwargs={"deaths_before": outcome.deaths_before},
+                queue=settings.queue,
+            )
+        return {"job_id": job_id, "tagged": 0, "failed": 0, "split": len(outcome.split)}
     if outcome.deferred:
         # Tag what we could; only the items with transient storage errors go round again.
         raise self.retry(
             args=[job_id, sorted(outcome.deferred)],
+            kwargs={"deaths_before": deaths_before},
             countdown=backoff(retries, settings.retry_backoff_max),
         )
     return {"job_id": job_id, "tagged": len(outcome.tagged), "failed": len(outcome.failed)}

@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 import boto3
 import botocore.config
+from billiard.exceptions import SoftTimeLimitExceeded
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tagger.exceptions import (
@@ -154,6 +155,8 @@ def fetch_many(
             return fetch_one(uri, s3_client=s3_client, max_bytes=max_bytes)
         except ItemError as e:
             return e
+        except SoftTimeLimitExceeded:
+            raise  # the batch's time is up (raised in this thread when it runs inline)
         except Exception as e:  # a bug must not take the other items down with it
             log.exception("unexpected error fetching %s", uri)
             return StorageError(f"unexpected {type(e).__name__} fetching {uri}: {e}")
@@ -161,8 +164,13 @@ def fetch_many(
     workers = max(1, min(concurrency, len(unique)))
     if workers == 1:
         return {u: one(u) for u in unique}
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch")
+    try:
         return dict(zip(unique, pool.map(one, unique), strict=True))
+    finally:
+        # Normally every fetch is done here. When the batch's soft time limit interrupts
+        # the wait, do not wait for a hung fetch too: the task hands the batch back now.
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def fetch_one(uri: str, *, s3_client: S3Client | None, max_bytes: int) -> bytes:

@@ -7,8 +7,8 @@ import threading
 
 import sqlalchemy as sa
 
-from tagger.db import Item, Job
-from tagger.jobs import create_job, record_outcomes
+from tagger.db import Item, Job, JobItem
+from tagger.jobs import create_job, end_delivery, hand_over, record_outcomes, start_delivery
 from tagger.progress import describe_jobs
 
 
@@ -98,3 +98,78 @@ def test_describe_one_job_lists_failures_by_reason(session_factory):
         assert row["failures"] == "missing_image=2, not_an_image=1"
         assert row["status"] == "finished" and row["failed"] == 3
         assert s.scalar(sa.select(sa.func.count()).select_from(Job)) == 1
+
+
+def _items(session_factory, job_id):
+    with session_factory() as s:
+        rows = s.execute(sa.select(JobItem).where(JobItem.job_id == job_id)).scalars()
+        return {r.item_id: (r.state, r.attempts, r.deaths, r.started_at is not None) for r in rows}
+
+
+def test_delivery_that_never_ended_counts_as_a_death(session_factory):
+    """A start finds the previous delivery's in-flight mark still set: that one died."""
+    job_id = _job(session_factory)
+    batch = ["i0", "i1", "i2"]
+    for _ in range(2):  # two deliveries that never ended
+        with session_factory.begin() as s:
+            deaths = start_delivery(session=s, job_id=job_id, item_ids=batch)
+    assert deaths == {"i0": 1, "i1": 1, "i2": 1}
+    with session_factory.begin() as s:
+        end_delivery(session=s, job_id=job_id, item_ids=batch)
+        assert start_delivery(session=s, job_id=job_id, item_ids=batch) == deaths
+    assert _items(session_factory, job_id)["i0"] == ("pending", 3, 1, True)
+
+
+def test_delivery_counts_only_pending_items(session_factory):
+    """Items already tagged or failed are not counted again when their batch comes back."""
+    job_id = _job(session_factory)
+    with session_factory.begin() as s:
+        record_outcomes(session=s, job_id=job_id, tagged=["i0"], failed=["i1"])
+    with session_factory.begin() as s:
+        deaths = start_delivery(session=s, job_id=job_id, item_ids=["i0", "i1", "i2"])
+    assert deaths == {"i2": 0}
+    items = _items(session_factory, job_id)
+    assert (items["i0"][1], items["i1"][1], items["i2"][1]) == (0, 0, 1)
+
+
+def test_hand_over_closes_the_older_job_with_counters_that_add_up(session_factory):
+    """Pending items taken by a newer job are moved; the older job finishes with
+    done + failed + moved == total and its tagged items untouched."""
+    old = _job(session_factory)
+    with session_factory.begin() as s:
+        record_outcomes(session=s, job_id=old, tagged=["i0", "i1"], failed=["i2"])
+        new = create_job(
+            session=s, kind="retag", source="t", item_ids=["i3", "i4", "i5"], batch_size=3
+        )
+        assert hand_over(session=s, item_ids=["i3", "i4", "i5"], to_job_id=new.id) == {old: 3}
+    with session_factory() as s:
+        job = s.get(Job, old)
+        assert (job.status, job.done, job.failed, job.moved, job.total) == (
+            "finished",
+            2,
+            1,
+            3,
+            6,
+        )
+        assert job.finished_at is not None
+    states = {k: v[0] for k, v in _items(session_factory, old).items()}
+    assert states == {
+        "i0": "tagged",
+        "i1": "tagged",
+        "i2": "failed",
+        "i3": "moved",
+        "i4": "moved",
+        "i5": "moved",
+    }
+    assert {v[0] for v in _items(session_factory, new.id).values()} == {"pending"}
+
+
+def test_partial_hand_over_leaves_the_older_job_running(session_factory):
+    """A job that still has pending items of its own stays open after a hand-over."""
+    old = _job(session_factory)
+    with session_factory.begin() as s:
+        new = create_job(session=s, kind="retag", source="t", item_ids=["i0"], batch_size=3)
+        hand_over(session=s, item_ids=["i0"], to_job_id=new.id)
+    with session_factory() as s:
+        job = s.get(Job, old)
+        assert (job.status, job.moved, job.finished_at) == ("queued", 1, None)

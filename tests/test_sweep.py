@@ -134,6 +134,31 @@ def test_sweep_queues_exactly_stale_changed_and_due_items(session_factory):
         assert (job.kind, job.total, job.status) == ("retag", 6, "queued")
 
 
+def test_sweep_closes_the_stalled_job_it_takes_items_from(session_factory):
+    """The stalled job's pending item moves to the sweep's job; the stalled job is closed
+    (finished, moved = 1, counters adding up) while the live job keeps its item."""
+    _catalogue(session_factory)
+    with session_factory.begin() as s:
+        plan = plan_sweep(session=s, settings=SETTINGS)
+    with session_factory() as s:
+        jobs = list(s.scalars(sa.select(Job).where(Job.kind == "import")))
+        states = dict(
+            s.execute(
+                sa.select(JobItem.item_id, JobItem.state).where(
+                    JobItem.job_id != plan.job.id, JobItem.item_id.in_(["busy", "stalled"])
+                )
+            ).all()
+        )
+    stalled, busy = sorted(jobs, key=lambda j: j.moved, reverse=True)
+    assert (stalled.status, stalled.moved, stalled.done + stalled.failed + stalled.moved) == (
+        "finished",
+        1,
+        stalled.total,
+    )
+    assert (busy.status, busy.moved) == ("queued", 0)
+    assert states == {"stalled": "moved", "busy": "pending"}
+
+
 def test_flags_select_parts_and_limit_bounds_the_sweep(session_factory):
     """--failed alone queues only due failures; --all everything not busy; --limit caps it."""
     _catalogue(session_factory)

@@ -6,6 +6,7 @@ job counters that add up."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -180,7 +181,5 @@ def _kill_tree(pid: int) -> None:
             except OSError:
                 continue
     for p in [pid, *children]:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass

@@ -37,6 +37,21 @@ def test_weighted_bce_matches_hand_formula():
     assert float(loss(y, p)) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.slow
+def test_op_determinism_is_on_only_inside_the_block():
+    """fit's op determinism is switched on for the fit and off again after it."""
+    from tensorflow.python.framework import config as tf_config
+
+    from train.fit import op_determinism
+
+    assert not tf_config.is_op_determinism_enabled()
+    with op_determinism(True):
+        assert tf_config.is_op_determinism_enabled()
+    assert not tf_config.is_op_determinism_enabled()
+    with op_determinism(False):
+        assert not tf_config.is_op_determinism_enabled()
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """`python -m train fit` on a tiny folder in the exact DeepFashion-MultiModal layout

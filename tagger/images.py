@@ -142,7 +142,9 @@ def decode_many(
     pixel counts of the images being decoded, its own included, fit in the budget
     (first come, first served; an image bigger than the whole budget runs alone). Peak
     memory then follows the budget, not the batch's images. None means ``2 * max_pixels``:
-    two of the largest allowed images at once.
+    two of the largest allowed images at once. A budget pixel costs 4 bytes at peak for
+    RGB, 8 for RGBA and 9 for palette images with transparency (JPEGs count at the
+    reduced size libjpeg decodes them at), so the default at 40 MP is at most ~0.7 GB.
     """
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
@@ -401,13 +403,16 @@ def _shrink(img: Image.Image, size: int) -> Image.Image:
         return img
     # reduce() averages raw values, which is wrong for palette indices and bilevel
     # pixels, unsupported for 16-bit ones, and would blur a transparent colour key into
-    # its neighbours; those few modes get one full-size conversion first.
-    if img.mode == "P" or "transparency" in img.info:
+    # its neighbours; those few modes get one full-size conversion first. 16-bit grey
+    # goes first: converting it to RGBA would clip it (its rare colour key is ignored,
+    # at every size, as _to_rgb does).
+    if img.mode.startswith("I"):
+        if img.mode != "I":
+            img = img.convert("I")
+    elif img.mode == "P" or "transparency" in img.info:
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     elif img.mode == "1":
         img = img.convert("L")
-    elif img.mode.startswith("I;16"):
-        img = img.convert("I")
     return img.reduce((fx, fy))
 
 
@@ -417,6 +422,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     if mode.startswith("I"):
         # 16-bit greyscale PNG: Pillow's convert() clips to 0..255 instead of scaling,
         # which would turn nearly every pixel white. Scale 0..65535 to 0..255 ourselves.
+        # (A tRNS colour key on 16-bit grey, which Pillow cannot convert either, is
+        # dropped here: such images are drawn opaque.)
         wide = np.asarray(img).astype(np.int64).clip(0, 65535)
         img = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))
         mode = img.mode

@@ -517,6 +517,31 @@ def test_big_sixteen_bit_greyscale_is_scaled_after_reduce():
     assert arr[8, 13, 0] == 0
 
 
+@pytest.mark.parametrize("side", [8, 1200])
+def test_sixteen_bit_greyscale_with_a_colour_key_is_scaled_not_clipped(side):
+    """16-bit grey with a tRNS colour key is drawn opaque and scaled, small or big (RGBA
+    conversion of 16-bit pixels would clip them to white)."""
+    grey = np.full((side, side), 40000, dtype=np.uint16)
+    grey[:, : side // 2] = 1000
+    data = encode(Image.fromarray(grey), "PNG", transparency=1000)
+    arr = decode_image(data, size=8, max_pixels=LIMIT)
+    assert tuple(arr[4, 1]) == (4, 4, 4)
+    assert tuple(arr[4, 6]) == (156, 156, 156)
+
+
+@pytest.mark.parametrize("side", [8, 1200])
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_colour_key_transparency_is_composited_on_white(mode, side):
+    """A greyscale or RGB PNG's tRNS colour key shows white, at any size (before and after
+    reduce), while other colours are kept."""
+    key, other = (7, 200) if mode == "L" else ((1, 2, 3), (200, 100, 0))
+    img = Image.new(mode, (side, side), other)
+    img.paste(key, (0, 0, side // 2, side))
+    arr = decode_image(encode(img, "PNG", transparency=key), size=8, max_pixels=LIMIT)
+    assert tuple(arr[4, 1]) == WHITE
+    assert tuple(arr[4, 6]) == ((200,) * 3 if mode == "L" else other)
+
+
 def test_exif_orientation_is_applied_to_a_big_png():
     """EXIF orientation of a big PNG (reduced first, turned last) puts the red block right."""
     exif = Image.Exif()

@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tagger.batching import unique
 from tagger.db import Item, ModelVersion
 from tagger.exceptions import ItemError, NoActiveModel, WorkerCrash
-from tagger.images import decode_image
+from tagger.images import decode_many
 from tagger.jobs import end_delivery, mark_started, start_delivery
 from tagger.registry import get_active_model_version
 from tagger.settings import Settings
@@ -34,6 +33,8 @@ if TYPE_CHECKING:
     from tagger.model import TaggerModel
 
 log = logging.getLogger(__name__)
+
+DECODE_THREADS = 4
 
 
 @dataclass
@@ -252,27 +253,24 @@ class BatchTagger:
         *,
         final: bool,
     ) -> dict[str, np.ndarray]:
-        def one(item_id: str) -> tuple[str, np.ndarray | ItemError]:
-            blob = blobs[items[item_id].image_uri]
-            if isinstance(blob, ItemError):
-                return item_id, blob
-            try:
-                return item_id, decode_image(
-                    blob, size=size, max_pixels=self.settings.max_image_pixels
-                )
-            except ItemError as exc:
-                return item_id, exc
-
+        # decode_many never raises for an image: each item gets an array or its ItemError.
+        # Pillow releases the GIL while decoding, so a few threads use the cores; the pixel
+        # budget (two of the largest allowed images at once) bounds the memory in flight,
+        # whatever the batch holds.
+        results = decode_many(
+            {item_id: blobs[items[item_id].image_uri] for item_id in ids},
+            size=size,
+            max_pixels=self.settings.max_image_pixels,
+            workers=DECODE_THREADS,
+        )
         pixels: dict[str, np.ndarray] = {}
-        # Pillow releases the GIL while decoding, so a few threads use the cores.
-        with ThreadPoolExecutor(max_workers=max(1, min(4, len(ids)))) as pool:
-            for item_id, result in pool.map(one, ids):
-                if isinstance(result, np.ndarray):
-                    pixels[item_id] = result
-                elif result.transient and not final:
-                    outcome.deferred[item_id] = result
-                else:
-                    outcome.failed[item_id] = result
+        for item_id, result in results.items():
+            if isinstance(result, np.ndarray):
+                pixels[item_id] = result
+            elif result.transient and not final:
+                outcome.deferred[item_id] = result
+            else:
+                outcome.failed[item_id] = result
         return pixels
 
 

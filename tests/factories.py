@@ -15,13 +15,16 @@ from PIL import Image
 
 GENDERS = ["MEN", "WOMEN"]
 PRODUCTS = ["Dresses", "Pants", "Shorts", "Tees_Tanks"]
-BROKEN_KINDS = ("missing", "not_image", "truncated", "too_large")
+BROKEN_KINDS = ("missing", "not_image", "truncated", "too_large", "bad_crc")
 EXPECTED_REASON = {
     "missing": "missing_image",
     "not_image": "not_an_image",
     "truncated": "corrupt_image",
     "too_large": "too_large",
+    "bad_crc": "corrupt_image",
 }
+# Odd but good images a catalogue holds; each must be tagged like a plain JPEG.
+ODD_KINDS = ("gif", "animated_gif", "palette_trns")
 
 
 def jpeg_bytes(seed: int = 0, size: tuple[int, int] = (48, 64)) -> bytes:
@@ -47,6 +50,38 @@ def png_bomb(width: int = 12_000, height: int = 12_000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"") + chunk(b"IEND", b"")
 
 
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def odd_bytes(kind: str, seed: int = 0) -> bytes:
+    """A good image of an odd kind: a GIF, an animated GIF, or a palette PNG whose tRNS
+    chunk is longer than its palette (Pillow: "palette index out of range")."""
+    rng = np.random.default_rng(seed)
+    if kind in ("gif", "animated_gif"):
+        n = 3 if kind == "animated_gif" else 1
+        frames = [
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).convert("P")
+            for _ in range(n)
+        ]
+        buf = io.BytesIO()
+        frames[0].save(buf, "GIF", save_all=n > 1, append_images=frames[1:], duration=100)
+        return buf.getvalue()
+    if kind == "palette_trns":
+        ihdr = struct.pack(">IIBBBBB", 8, 8, 8, 3, 0, 0, 0)
+        rows = b"".join(b"\x00" + bytes(rng.integers(0, 2, 8, dtype=np.uint8)) for _ in range(8))
+        return (
+            b"\x89PNG\r\n\x1a\n"
+            + _chunk(b"IHDR", ihdr)
+            + _chunk(b"PLTE", bytes([255, 0, 0, 0, 0, 255]))
+            + _chunk(b"tRNS", bytes([255] * 280))
+            + _chunk(b"IDAT", zlib.compress(rows))
+            + _chunk(b"IEND", b"")
+        )
+    raise ValueError(kind)
+
+
 def broken_bytes(kind: str, seed: int = 0) -> bytes | None:
     """Bytes for a broken image of ``kind``; None means "do not upload" (missing key)."""
     if kind == "missing":
@@ -58,14 +93,28 @@ def broken_bytes(kind: str, seed: int = 0) -> bytes | None:
         return data[: len(data) // 2]
     if kind == "too_large":
         return png_bomb()
+    if kind == "bad_crc":  # pixel data damaged in storage: its chunk fails its CRC
+        buf = io.BytesIO()
+        Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(buf, "PNG")
+        data = bytearray(buf.getvalue())
+        idat = data.index(b"IDAT")
+        data[idat + 6] ^= 0x01
+        return bytes(data)
     raise ValueError(kind)
 
 
 def make_s3_catalogue(
-    s3_client, bucket: str, *, n: int, broken_every: int = 0, prefix: str = "images"
+    s3_client,
+    bucket: str,
+    *,
+    n: int,
+    broken_every: int = 0,
+    odd_every: int = 0,
+    prefix: str = "images",
 ) -> tuple[list[dict], dict[str, str]]:
-    """Upload ``n`` images (every ``broken_every``-th one broken, cycling through the kinds)
-    and return (catalogue rows, {broken item_id: expected reason})."""
+    """Upload ``n`` images (every ``broken_every``-th one broken and every ``odd_every``-th
+    one a good image of an odd kind, each cycling through its kinds) and return
+    (catalogue rows, {broken item_id: expected reason})."""
     rows, broken = [], {}
     for i in range(n):
         item_id = f"sku-{i:05d}"
@@ -74,6 +123,8 @@ def make_s3_catalogue(
             kind = BROKEN_KINDS[(i // broken_every) % len(BROKEN_KINDS)]
             data = broken_bytes(kind, seed=i)
             broken[item_id] = EXPECTED_REASON[kind]
+        elif odd_every and i % odd_every == odd_every - 1:
+            data = odd_bytes(ODD_KINDS[(i // odd_every) % len(ODD_KINDS)], seed=i)
         else:
             data = jpeg_bytes(seed=i)
         if data is not None:

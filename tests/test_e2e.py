@@ -24,9 +24,11 @@ def env(settings_env, tmp_path) -> dict[str, str]:
 def test_500_items_two_workers_one_tag_per_good_item(
     db, env, s3_client, bucket, artifact, tmp_path
 ):
-    """500 items, 5% broken, two worker processes: one current tag per good item, one failure
-    per broken item, counters that add up; importing again queues nothing."""
-    rows, broken = make_s3_catalogue(s3_client, bucket, n=500, broken_every=20)
+    """500 items, 5% broken (one in five a PNG failing its CRC), one in seven a GIF, an
+    animated GIF or a palette PNG with an oversized tRNS, two worker processes: one current
+    tag per good item, one failure per broken item, counters that add up; importing again
+    queues only the broken items."""
+    rows, broken = make_s3_catalogue(s3_client, bucket, n=500, broken_every=20, odd_every=7)
     assert len(broken) == 25
     catalogue = write_csv(tmp_path / "catalogue.csv", rows)
 

@@ -77,7 +77,7 @@ def test_unexpected_error_fails_the_items_not_the_job(
     def broken_decode(*_a, **_kw):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("tagger.pipeline.decode_image", broken_decode)
+    monkeypatch.setattr("tagger.pipeline.decode_many", broken_decode)
     monkeypatch.setattr(tasks, "_tagger", BatchTagger(settings_env, session_factory))
     job_id, ids = job
     result = _run(settings_env, job_id, ids)

@@ -82,13 +82,14 @@ def test_list_images_missing_bucket_is_config_error(client):
 
 def test_list_images_local_directory(tmp_path):
     """A local folder is walked in sorted order, skipping hidden and non-image files."""
-    rels = ["b/2.png", "a/1.JPG", "0.webp", "c.webp", "readme.md", ".hidden/9.jpg", "a/.x.jpg"]
+    rels = ["b/2.png", "a/1.JPG", "0.webp", "c.webp", "d.gif", "readme.md", ".hidden/9.jpg"]
+    rels.append("a/.x.jpg")
     for rel in rels:
         path = tmp_path / "imgs" / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"img")
     listed = list(list_images(str(tmp_path / "imgs"), s3_client=None))
-    assert [x.item_id for x in listed] == ["0", "a/1", "b/2", "c"]  # S3's key order
+    assert [x.item_id for x in listed] == ["0", "a/1", "b/2", "c", "d"]  # S3's key order
     assert listed[1].uri == str((tmp_path / "imgs" / "a" / "1.JPG").resolve())
     assert listed[0].fingerprint == fetch_fingerprint(listed[0].uri, s3_client=None)
     assert fetch_fingerprint(str(tmp_path / "nope.jpg"), s3_client=None) is None

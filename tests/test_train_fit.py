@@ -88,7 +88,10 @@ def test_tiny_fit_learns(trained):
 
     Validation sees recomputed BatchNorm statistics (train.batchnorm), so it measures the
     weights as trained: its first epoch is far worse than chance (a random backbone), the
-    best epoch far better. Chance: product top-1 0.25 (4 balanced types), gender 0.5."""
+    best epoch far better. Chance: product top-1 0.25 (4 balanced types), gender 0.5.
+    The fit is deterministic (fit's default), so seed 3 gives the same figures every run;
+    seeds 1-7 all clear these bars with room (worst: top-1 0.81, gender 0.91, best/first
+    validation loss 0.26, last/first 0.64)."""
     result, _, output, _ = trained
     history = result.history
     val = history["val_loss"]

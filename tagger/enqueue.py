@@ -86,8 +86,8 @@ def resume_job(
     """Publish the job's still-pending items again now, in batches of the job's batch size.
 
     Items whose first message is still queued (or running) are sent twice; that is
-    harmless: ``tag_batch`` skips items that are no longer pending, and the ledger counts
-    each item once. A finished job queues nothing. UnknownJob for an unknown id.
+    harmless: ``tag_batch`` is idempotent (tags are upserted) and the ledger counts each
+    item once. A finished job queues nothing. UnknownJob for an unknown id.
     """
     with sessions() as session:
         job = get_job(session=session, job_id=job_id)

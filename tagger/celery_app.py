@@ -32,7 +32,13 @@ def broker_transport_options(settings: Settings) -> dict[str, object]:
         # kombu drops a BRPOP connection whose reply is overdue by more than this (plus
         # the 1 s BRPOP timeout) and pings idle pooled connections before using them.
         "health_check_interval": settings.redis_health_check_interval,
-        "retry_on_timeout": False,
+        # A pooled connection that went dead while idle fails its health-check PING after
+        # socket_timeout; retry the command once on a fresh connection instead of failing
+        # it. Without this, kombu loses a message it had just popped (its unacked record
+        # is never written) and an ack that fails leaves the worker believing a batch is
+        # still in flight, so it stops consuming. Commands retried this way are idempotent
+        # (acks, unacked records) or harmless twice (a publish: tag_batch is idempotent).
+        "retry_on_timeout": True,
     }
 
 

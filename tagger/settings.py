@@ -78,7 +78,10 @@ class Settings(BaseSettings):
         "split in halves to isolate the item that kills it (failed as worker_crash).",
     )
     redis_socket_timeout: float = Field(
-        15.0, gt=0, description="Seconds a Redis command may wait before the link counts as dead."
+        5.0,
+        gt=1,
+        description="Seconds a Redis command may wait before the link counts as dead (each "
+        "dead pooled connection stalls the worker this long once). Above kombu's 1 s BRPOP.",
     )
     redis_health_check_interval: int = Field(
         10,

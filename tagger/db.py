@@ -158,7 +158,10 @@ def make_engine(url: str, **kwargs) -> sa.Engine:
             cur.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+    # Without a connect timeout, a Postgres host that drops packets (rather than refusing)
+    # hangs a command for the operating system's TCP timeout, minutes, before its error.
+    connect_args = {"connect_timeout": 10, **kwargs.pop("connect_args", {})}
+    return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
 
 
 def make_session_factory(engine: sa.Engine) -> sessionmaker[Session]:

@@ -114,7 +114,14 @@ class Settings(BaseSettings):
     @classmethod
     def _known_database(cls, v: str) -> str:
         if not v.startswith(("postgresql", "sqlite")):
-            raise ValueError(f"TAGGER_DATABASE_URL must be a postgresql or sqlite URL, got {v!r}")
+            raise ValueError(
+                "TAGGER_DATABASE_URL must be a postgresql or sqlite URL, "
+                f"got {_mask_url_password(v)!r}"
+            )
+        if v.startswith("postgresql://"):
+            # A bare postgresql:// makes SQLAlchemy pick its default driver (psycopg 3),
+            # which is not installed; psycopg2 is tagger's.
+            v = "postgresql+psycopg2://" + v.removeprefix("postgresql://")
         return v
 
     @field_validator("broker_url")

@@ -70,3 +70,17 @@ def test_celery_app_applies_limits_and_redis_health_options():
     assert opts["socket_timeout"] == s.redis_socket_timeout
     assert opts["health_check_interval"] == s.redis_health_check_interval
     assert opts["socket_keepalive"] is True
+
+
+def test_bad_database_url_is_refused_with_its_password_masked(monkeypatch):
+    """An unsupported database URL is named in the error without its password."""
+    monkeypatch.setenv("TAGGER_DATABASE_URL", "mysql://u:hunter2@db/x")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert "TAGGER_DATABASE_URL" in str(err.value) and "hunter2" not in str(err.value)
+
+
+def test_plain_postgresql_url_uses_the_installed_driver():
+    """postgresql:// means psycopg2, the driver tagger installs."""
+    s = Settings(database_url="postgresql://u@db:5432/x")
+    assert s.database_url == "postgresql+psycopg2://u@db:5432/x"

@@ -1,4 +1,4 @@
-"""The model architecture: the one place it lives (see DESIGN.md, "The model").
+"""The model architecture: the one place it lives (the README's "Training" section describes it).
 
 Pure: builds a Keras model from a :class:`ModelConfig` and label lists; no file I/O
 (saving and loading artifacts is ``tagger.model``'s job). Keras is imported inside the

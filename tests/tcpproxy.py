@@ -48,6 +48,7 @@ class TcpProxy:
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = self._server.getsockname()[1]
         self._links: list[_Link] = []
+        self._held: list[_Link] = []  # black-holed links, kept open until close()
         self._lock = threading.Lock()
         self.connections = 0
         threading.Thread(target=self._accept, name="tcpproxy", daemon=True).start()
@@ -77,7 +78,7 @@ class TcpProxy:
             links, self._links = self._links, []
         for link in links:
             link.blackholed = True
-        self._held = getattr(self, "_held", []) + links  # keep the sockets open
+        self._held += links
         return len(links)
 
     def reset(self) -> int:
@@ -90,5 +91,5 @@ class TcpProxy:
 
     def close(self) -> None:
         self._server.close()
-        for link in [*self._links, *getattr(self, "_held", [])]:
+        for link in [*self._links, *self._held]:
             link.close()

@@ -32,10 +32,11 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
 import boto3
 import numpy as np
 
+from tagger.artifacts import save_artifact
 from tagger.catalogue import CatalogueItem
 from tagger.db import make_engine, make_session_factory, truncate_all, upgrade
 from tagger.importer import import_items
-from tagger.model import load_model, save_artifact
+from tagger.model import load_model
 from tagger.pipeline import BatchTagger
 from tagger.registry import register_artifact
 from tagger.settings import Settings

@@ -84,7 +84,7 @@ class BatchTagger:
             if self._model is None or self._model.version != version.version:
                 # Imported here, not at module top: TensorFlow must first be imported in
                 # the worker *child* process, after the fork.
-                from tagger.artifacts import resolve_artifact
+                from tagger.artifact_cache import resolve_artifact
                 from tagger.model import configure_tensorflow, load_model
 
                 if not self._tf_configured:

@@ -104,9 +104,9 @@ def register_artifact(
 ) -> ModelVersion:
     """Read the artifact at ``uri`` (fetching it from S3 if need be) and register it; its
     labels, input size and metrics come from the artifact itself."""
-    # Lazy: reading an artifact's JSON files needs no TensorFlow, but tagger.model has it.
-    from tagger.artifacts import resolve_artifact
-    from tagger.model import artifact_fingerprint, read_artifact_info
+    # Lazy: only this command needs the artifact modules (and boto3, through the cache).
+    from tagger.artifact_cache import resolve_artifact
+    from tagger.artifacts import artifact_fingerprint, read_artifact_info
     from tagger.storage import make_s3_client
 
     s3 = make_s3_client(settings) if uri.startswith("s3://") else None

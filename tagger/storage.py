@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Container, Sequence
+from collections.abc import Container, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +119,21 @@ def make_s3_client(settings: Settings) -> S3Client:
         region_name=settings.s3_region,
         config=config,
     )
+
+
+def iter_objects(
+    client: S3Client, *, bucket: str, prefix: str, page_size: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """Every object under ``prefix`` in ``bucket``, as list_objects_v2 ``Contents`` dicts
+    (Key, Size, ETag, ...) in key order. Pages (up to ``page_size`` or 1000 keys) are
+    fetched as the caller iterates, so a huge prefix is never held in memory; botocore
+    errors propagate for the caller to classify."""
+    pagination = {"PageSize": page_size} if page_size else {}
+    pages = client.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix, PaginationConfig=pagination
+    )
+    for page in pages:
+        yield from page.get("Contents", [])
 
 
 def fetch_many(

@@ -151,7 +151,7 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> Path:
 
 def build_artifact(out: Path, *, image_size: int = 32, use_text: bool = True) -> Path:
     """An untrained model of the real architecture, saved as an artifact folder."""
-    from tagger.model import save_artifact
+    from tagger.artifacts import save_artifact
     from train.model import ModelConfig, build_model
 
     config = ModelConfig(image_size=image_size, use_text=use_text, backbone_weights=None)

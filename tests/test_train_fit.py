@@ -139,7 +139,7 @@ def test_artifact_round_trip_same_predictions(trained):
 @pytest.mark.slow
 def test_artifact_files_and_register_view(trained):
     """The folder holds the report files; read_artifact_info sees labels, config, metrics."""
-    from tagger.model import read_artifact_info
+    from tagger.artifacts import read_artifact_info
 
     result, _, _, _ = trained
     art = Path(result.artifact)

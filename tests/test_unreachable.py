@@ -270,7 +270,7 @@ def test_sqlite_that_cannot_be_opened_is_named():
 
 def test_s3_listing_head_and_artifact_download_name_the_endpoint(tmp_path):
     """Listing, HEAD (fingerprints) and artifact downloads against a dead endpoint name S3."""
-    from tagger.artifacts import resolve_artifact
+    from tagger.artifact_cache import resolve_artifact
     from tagger.listing import list_images
     from tagger.service_errors import user_error
     from tagger.storage import fetch_fingerprint, make_s3_client

@@ -224,7 +224,7 @@ def fit(
             ) from e
         raise
 
-    from tagger.model import artifact_fingerprint
+    from tagger.artifacts import artifact_fingerprint
     from train.evaluate import format_report
 
     click.echo(format_report(result.metrics, per_class=False))
@@ -327,7 +327,7 @@ def init(
 
     import keras
 
-    from tagger.model import artifact_fingerprint, save_artifact
+    from tagger.artifacts import artifact_fingerprint, save_artifact
     from train.model import ModelConfig, build_model
 
     config = ModelConfig(image_size=image_size, use_text=not no_text, backbone_weights=weights)

@@ -23,8 +23,8 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
+from tagger.artifacts import CAPTION_INPUT, GENDER_HEAD, IMAGE_INPUT, PRODUCT_HEAD
 from tagger.images import decode_image
-from train.model import CAPTION_INPUT, GENDER_HEAD, IMAGE_INPUT, PRODUCT_HEAD
 
 if TYPE_CHECKING:
     import tensorflow as tf

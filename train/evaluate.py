@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from tagger.artifacts import GENDER_HEAD, PRODUCT_HEAD
 from train.data import Example, encode, make_dataset
 from train.metrics import HEADLINE, evaluate
-from train.model import GENDER_HEAD, PRODUCT_HEAD
 
 METRICS_FILE = "metrics.json"
 CONFUSION_FILE = "confusion_matrix.png"

@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from tagger.artifacts import GENDER_HEAD, PRODUCT_HEAD
 from train.batchnorm import Recalibrator, recalibrate_callback
 from train.data import LabelledSet, check_training_classes, make_dataset, split
-from train.model import GENDER_HEAD, PRODUCT_HEAD, ModelConfig
+from train.model import ModelConfig
 
 HISTORY_FILE = "history.json"
 CHECKPOINT_FILE = "best.weights.h5"
@@ -122,7 +123,7 @@ def _fit(
 ) -> FitResult:
     import keras
 
-    from tagger.model import save_artifact
+    from tagger.artifacts import save_artifact
     from train.evaluate import evaluate_examples, write_report
     from train.model import build_model
 

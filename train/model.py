@@ -1,7 +1,7 @@
 """The model architecture: the one place it lives (the README's "Training" section describes it).
 
 Pure: builds a Keras model from a :class:`ModelConfig` and label lists; no file I/O
-(saving and loading artifacts is ``tagger.model``'s job). Keras is imported inside the
+(the artifact format is ``tagger.artifacts``'s job). Keras is imported inside the
 functions, so importing this module for the config or the label lists stays cheap (the
 service reads artifact configs without paying for TensorFlow).
 """
@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+# The input and head names are the artifact format's (the service reads them there too);
+# re-exported here for the trainer's modules.
+from tagger.artifacts import CAPTION_INPUT, GENDER_HEAD, IMAGE_INPUT, PRODUCT_HEAD
 
 if TYPE_CHECKING:
     import keras
@@ -37,12 +41,6 @@ PRODUCT_LABELS: list[str] = [
     "Tees_Tanks",
 ]
 
-#: Input names the service feeds (``tagger.model.TaggerModel.predict``).
-IMAGE_INPUT = "image"
-CAPTION_INPUT = "caption"
-#: Output (head) names; also the keys of the artifact's labels.json.
-GENDER_HEAD = "gender"
-PRODUCT_HEAD = "product"
 #: Name of the nested EfficientNetB0 model (``model.get_layer(BACKBONE)`` to (un)freeze it).
 BACKBONE = "efficientnetb0"
 

@@ -1,0 +1,202 @@
+"""The model artifact format (save, read, check, fingerprint) and fetching it from S3."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from unittest.mock import patch
+
+import numpy as np
+import pytest
+
+from tagger.artifact_cache import resolve_artifact
+from tagger.artifacts import artifact_fingerprint, read_artifact_info
+from tagger.exceptions import ArtifactError
+from tagger.storage import iter_objects
+from train.model import ModelConfig
+
+GENDERS = ["MEN", "WOMEN"]
+PRODUCTS = ["Dresses", "Pants", "Shorts", "Skirts"]
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """An untrained text+image model and the artifact folder it was saved to."""
+    from tagger.artifacts import save_artifact
+    from train.model import build_model
+
+    config = ModelConfig(image_size=SIZE, use_text=True, backbone_weights=None)
+    model = build_model(
+        config,
+        gender_labels=GENDERS,
+        product_labels=PRODUCTS,
+        captions=["The lady wears a red dress.", "The gentleman wears blue pants."],
+    )
+    path = save_artifact(
+        model,
+        tmp_path_factory.mktemp("artifact") / "m",
+        config=config,
+        gender_labels=GENDERS,
+        product_labels=PRODUCTS,
+        metrics={"gender_accuracy": np.float32(0.5)},
+        name="test",
+    )
+    return model, path
+
+
+def _fake_artifact(path: Path, **overrides) -> Path:
+    """An artifact folder with valid JSON files and a stand-in model.keras (no TensorFlow)."""
+    path.mkdir(parents=True, exist_ok=True)
+    files = {
+        "labels.json": json.dumps({"gender": GENDERS, "product": PRODUCTS}),
+        "config.json": json.dumps({"image_size": SIZE, "use_text": True}),
+        "metadata.json": json.dumps({"created_at": "2026-01-01T00:00:00+00:00"}),
+        "model.keras": "not really a model",
+        **overrides,
+    }
+    for name, text in files.items():
+        if text is not None:
+            (path / name).write_text(text)
+    return path
+
+
+@pytest.mark.slow
+def test_artifact_files_describe_the_model(built):
+    """labels, config, metadata and metrics are readable without loading the model."""
+    _, path = built
+    info = read_artifact_info(path)
+    assert info.labels == {"gender": GENDERS, "product": PRODUCTS}
+    assert (info.image_size, info.uses_text) == (SIZE, True)
+    assert ModelConfig.from_dict(info.config).backbone_weights is None
+    assert info.metadata["name"] == "test" and info.metadata["tensorflow_version"]
+    assert info.metrics == {"gender_accuracy": 0.5}
+    assert len(artifact_fingerprint(path)) == 12
+
+
+@pytest.mark.slow
+def test_save_takes_a_plain_mapping_as_config(built, tmp_path):
+    """A dict config is saved like the trainer's ModelConfig (no train type needed)."""
+    from tagger.artifacts import save_artifact
+
+    model, path = built
+    as_dict = ModelConfig(image_size=SIZE, backbone_weights=None).to_dict()
+    again = save_artifact(
+        model, tmp_path / "d", config=as_dict, gender_labels=GENDERS, product_labels=PRODUCTS
+    )
+    assert read_artifact_info(again).config == read_artifact_info(path).config
+
+
+@pytest.mark.slow
+def test_label_count_must_match_the_heads(built, tmp_path):
+    """Saving or loading with a label list that does not fit a head is an ArtifactError."""
+    from tagger.artifacts import save_artifact
+    from tagger.model import load_model
+
+    model, path = built
+    with pytest.raises(ArtifactError, match="product"):
+        save_artifact(
+            model, tmp_path / "x", config={"image_size": SIZE}, gender_labels=GENDERS,
+            product_labels=PRODUCTS[:2],
+        )  # fmt: skip
+    broken = shutil.copytree(path, tmp_path / "broken")
+    (broken / "labels.json").write_text(json.dumps({"gender": GENDERS, "product": ["A", "B"]}))
+    with pytest.raises(ArtifactError, match="labels"):
+        load_model(broken, version="x")
+
+
+@pytest.mark.parametrize("missing", ["model.keras", "labels.json", "config.json", "metadata.json"])
+def test_read_artifact_info_names_the_missing_file(tmp_path, missing):
+    """An incomplete artifact raises ArtifactError naming the missing file."""
+    path = _fake_artifact(tmp_path / "a", **{missing: None})
+    with pytest.raises(ArtifactError, match=missing.replace(".", r"\.")):
+        read_artifact_info(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("labels.json", "{not json"),
+        ("labels.json", json.dumps({"gender": GENDERS})),
+        ("labels.json", json.dumps({"gender": ["MEN", "MEN"], "product": PRODUCTS})),
+        ("config.json", json.dumps({"use_text": True})),
+    ],
+)
+def test_read_artifact_info_names_the_invalid_file(tmp_path, name, text):
+    """Unreadable or inconsistent JSON raises ArtifactError naming the file."""
+    path = _fake_artifact(tmp_path / "a", **{name: text})
+    with pytest.raises(ArtifactError, match=name.replace(".", r"\.")):
+        read_artifact_info(path)
+
+
+def test_read_artifact_info_of_missing_folder(tmp_path):
+    """A folder that does not exist is an ArtifactError naming it."""
+    with pytest.raises(ArtifactError, match="not found"):
+        read_artifact_info(tmp_path / "nowhere")
+
+
+def test_fingerprint_is_stable_and_content_based(tmp_path):
+    """Same files give the same 12-hex id; changing the labels changes it."""
+    a = _fake_artifact(tmp_path / "a")
+    b = _fake_artifact(tmp_path / "b")
+    assert artifact_fingerprint(a) == artifact_fingerprint(b)
+    assert len(artifact_fingerprint(a)) == 12 and int(artifact_fingerprint(a), 16) >= 0
+    (b / "labels.json").write_text(json.dumps({"gender": GENDERS[::-1], "product": PRODUCTS}))
+    assert artifact_fingerprint(a) != artifact_fingerprint(b)
+
+
+def test_resolve_local_path_and_file_uri(tmp_path):
+    """Local paths and file:// URIs resolve to the folder itself; a missing one is an error."""
+    path = _fake_artifact(tmp_path / "my model")
+    assert resolve_artifact(str(path), cache_dir=tmp_path / "cache") == path
+    assert resolve_artifact(path.as_uri(), cache_dir=tmp_path / "cache") == path
+    with pytest.raises(ArtifactError, match="not found"):
+        resolve_artifact(str(tmp_path / "missing"), cache_dir=tmp_path / "cache")
+
+
+def test_resolve_s3_downloads_once(s3_client, bucket, tmp_path):
+    """An s3:// prefix is downloaded once into the cache; a neighbouring prefix is not mixed in."""
+    local = _fake_artifact(tmp_path / "src")
+    for f in local.iterdir():
+        s3_client.upload_file(str(f), bucket, f"models/m1/{f.name}")
+    s3_client.put_object(Bucket=bucket, Key="models/m10/labels.json", Body=b"{}")
+    uri = f"s3://{bucket}/models/m1"
+    cache = tmp_path / "cache"
+
+    path = resolve_artifact(uri, cache_dir=cache, s3_client=s3_client)
+    assert path.parent == cache
+    assert read_artifact_info(path).labels["product"] == PRODUCTS
+    assert artifact_fingerprint(path) == artifact_fingerprint(local)
+    with patch.object(s3_client, "download_file") as spy:
+        assert resolve_artifact(uri, cache_dir=cache, s3_client=s3_client) == path
+    spy.assert_not_called()
+    assert [p.name for p in cache.iterdir()] == [path.name]  # no staging folders left
+
+
+def test_resolve_s3_missing_prefix(s3_client, bucket, tmp_path):
+    """An s3:// prefix with no objects (or no bucket) is an ArtifactError."""
+    with pytest.raises(ArtifactError, match="no artifact files"):
+        resolve_artifact(f"s3://{bucket}/nothing/", cache_dir=tmp_path, s3_client=s3_client)
+    with pytest.raises(ArtifactError, match="cannot download"):
+        resolve_artifact("s3://no-such-bucket-x/m/", cache_dir=tmp_path, s3_client=s3_client)
+
+
+def test_resolve_s3_needs_the_configured_client(tmp_path):
+    """An s3:// URI without a client is refused, not fetched with a default boto3 client."""
+    with (
+        patch("boto3.client") as default_client,
+        pytest.raises(ValueError, match="make_s3_client"),
+    ):
+        resolve_artifact("s3://bucket/models/m1/", cache_dir=tmp_path)
+    default_client.assert_not_called()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_iter_objects_pages_through_a_prefix(s3_client, bucket):
+    """iter_objects yields every object under the prefix across pages, and nothing else."""
+    for key in ("p/a", "p/b", "p/c/d", "q/e"):
+        s3_client.put_object(Bucket=bucket, Key=key, Body=key.encode())
+    objects = list(iter_objects(s3_client, bucket=bucket, prefix="p/", page_size=1))
+    assert [o["Key"] for o in objects] == ["p/a", "p/b", "p/c/d"]
+    assert [o["Size"] for o in objects] == [3, 3, 5]

@@ -22,20 +22,34 @@ import tempfile
 import time
 from pathlib import Path
 
+from train.fit import LR_SCHEDULES, FitOptions
+
 ROOT = Path(__file__).resolve().parent.parent
+
+# The run quoted in README. Where it departs from fit's defaults (FitOptions and
+# ModelConfig, made for a pretrained backbone on full-size images) it does so on purpose:
+# it learns from a random backbone within a CPU budget. Batch size, seed and validation
+# share are fit's own defaults, read from FitOptions.
+QUALITY_IMAGES = 1020  # the bar asks for >= 1,000
+QUALITY_IMAGE_SIZE = 64  # small: the whole check has 10 minutes on a 2-core CPU
+QUALITY_EPOCHS = 35  # fewer miss the bar (README: 30 epochs gave 0.8725)
+QUALITY_PATIENCE = 40  # more than the epochs: no early stop, the schedule runs its course
+QUALITY_LR_SCHEDULE = "cosine"  # steadier final epochs on a short run from scratch
+QUALITY_LEARNING_RATE = 1.5e-3  # the cosine peak
+QUALITY_BN_CALIBRATION_ITEMS = 256  # fewer than fit's default; README's figures used 256
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=1020, help="synthetic images (>= 1000)")
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=35)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--patience", type=int, default=40)
-    parser.add_argument("--learning-rate", type=float, default=1.5e-3)
-    parser.add_argument("--lr-schedule", default="cosine", choices=["constant", "cosine"])
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--bn-calibration-items", type=int, default=256)
+    parser.add_argument("--n", type=int, default=QUALITY_IMAGES, help="synthetic images (>= 1000)")
+    parser.add_argument("--image-size", type=int, default=QUALITY_IMAGE_SIZE)
+    parser.add_argument("--epochs", type=int, default=QUALITY_EPOCHS)
+    parser.add_argument("--batch-size", type=int, default=FitOptions.batch_size)
+    parser.add_argument("--patience", type=int, default=QUALITY_PATIENCE)
+    parser.add_argument("--learning-rate", type=float, default=QUALITY_LEARNING_RATE)
+    parser.add_argument("--lr-schedule", default=QUALITY_LR_SCHEDULE, choices=LR_SCHEDULES)
+    parser.add_argument("--seed", type=int, default=FitOptions.seed)
+    parser.add_argument("--bn-calibration-items", type=int, default=QUALITY_BN_CALIBRATION_ITEMS)
     parser.add_argument("--limit-s", type=float, default=600.0, help="wall-clock budget")
     parser.add_argument("--min-product-top1", type=float, default=0.90)
     parser.add_argument("--min-gender-accuracy", type=float, default=0.90)
@@ -62,7 +76,8 @@ def main() -> int:
              "--out", str(work / "model"), "--backbone-weights", "none", "--no-text",
              "--image-size", str(args.image_size), "--epochs", str(args.epochs),
              "--batch-size", str(args.batch_size), "--patience", str(args.patience),
-             "--val-split", "0.2", "--seed", str(args.seed), "--lr-schedule", args.lr_schedule,
+             "--val-split", str(FitOptions.val_split), "--seed", str(args.seed),
+             "--lr-schedule", args.lr_schedule,
              "--learning-rate", str(args.learning_rate), "--name", "quality",
              "--bn-calibration-items", str(args.bn_calibration_items)],
             check=True, cwd=ROOT, env=env,

@@ -5,6 +5,7 @@ test_train_fit.py, so the suite trains only once.)"""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ from click.testing import CliRunner
 
 from tests.train_folders import deepfashion_folder
 from train.cli import cli
+from train.fit import FitOptions
+from train.model import ModelConfig
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +60,27 @@ def test_random_backbone_cannot_be_partly_frozen(deepfashion: Path, tmp_path: Pa
     args = _fit_args(deepfashion / "labels_front.csv", tmp_path / "a", "--fine-tune-layers", "5")
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and "trains the whole backbone" in result.output
+
+
+def _defaults(command: str, *required: str) -> dict:
+    """The values a command would run with when given only its required options."""
+    return cli.commands[command].make_context(command, list(required)).params
+
+
+def test_cli_defaults_are_the_dataclass_defaults():
+    """fit, init and evaluate default to FitOptions' and ModelConfig's values."""
+    fit = _defaults("fit", "--data", "labels.csv", "--out", "out")
+    options, config = FitOptions(), ModelConfig()
+    for field in fields(FitOptions):
+        assert fit[field.name] == getattr(options, field.name), field.name
+    assert fit["image_size"] == config.image_size
+    assert fit["backbone_weights"] == (config.backbone_weights or "none")
+    assert fit["no_text"] is (not config.use_text)
+    assert fit["train_backbone"] is config.train_backbone
+    assert fit["fine_tune_layers"] == config.fine_tune_layers
+
+    init = _defaults("init", "--out", "out")
+    assert init["image_size"] == config.image_size and init["seed"] == options.seed
+    assert init["backbone_weights"] == (config.backbone_weights or "none")
+    evaluate = _defaults("evaluate", "--model", "m", "--data", "labels.csv")
+    assert evaluate["batch_size"] == options.batch_size

@@ -159,6 +159,8 @@ def test_artifact_files_and_register_view(trained):
     assert info.labels == {"gender": ["MEN", "WOMEN"], "product": PRODUCTS}
     assert info.image_size == 32 and info.uses_text
     assert info.config["train_backbone"] is True and info.config["backbone_weights"] is None
+    # --learning-rate is a fit option: recorded with the others, not in the model's config
+    assert info.metrics["training"]["options"]["learning_rate"] == 0.003
     for key in (
         "gender_accuracy",
         "product_top1",

@@ -15,10 +15,16 @@ from pathlib import Path
 
 import click
 
-from train.model import GENDER_LABELS, PRODUCT_LABELS
+from train.fit import LR_SCHEDULES, FitOptions
+from train.model import GENDER_LABELS, PRODUCT_LABELS, ModelConfig
 
 # TensorFlow's C++ start-up chatter drowns the one-line output; set before it is imported.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# The option defaults are read from the dataclasses, never retyped: ModelConfig owns the
+# architecture's, FitOptions the training's (class attributes are the field defaults).
+# --backbone-weights is a string option: "none" stands for ModelConfig's None.
+_DEFAULT_WEIGHTS = ModelConfig.backbone_weights or "none"
 
 
 def _weights(value: str) -> str | None:
@@ -81,57 +87,69 @@ def synthetic(out_dir: Path, n: int, seed: int, image_size: int, s3_uri: str | N
     "else the folder of --data].",
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--image-size", default=224, show_default=True, type=click.IntRange(min=32))
-@click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--image-size", default=ModelConfig.image_size, show_default=True, type=click.IntRange(min=32)
+)
+@click.option("--epochs", default=FitOptions.epochs, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--batch-size", default=FitOptions.batch_size, show_default=True, type=click.IntRange(min=1)
+)
 @click.option(
     "--backbone-weights",
-    default="imagenet",
+    default=_DEFAULT_WEIGHTS,
     show_default=True,
     help="imagenet (downloaded by Keras), none (random init: the whole backbone is "
     "trained), or a local weights file.",
 )
+# The two flags switch ModelConfig's use_text and train_backbone defaults (True, False).
 @click.option("--no-text", is_flag=True, help="Image-only model (no caption input).")
 @click.option("--train-backbone", is_flag=True, help="Train all of the backbone.")
 @click.option(
     "--fine-tune-layers",
-    default=0,
+    default=ModelConfig.fine_tune_layers,
     type=click.IntRange(min=0),
     help="Train only the last N backbone layers (BatchNorm stays frozen).",
 )
-@click.option("--val-split", default=0.2, show_default=True, type=click.FloatRange(0, 1))
+@click.option(
+    "--val-split", default=FitOptions.val_split, show_default=True, type=click.FloatRange(0, 1)
+)
 @click.option(
     "--seed",
-    default=42,
+    default=FitOptions.seed,
     show_default=True,
     type=int,
     help="Split, weight init, shuffle and augmentation.",
 )
 @click.option(
     "--deterministic/--no-deterministic",
-    default=True,
+    default=FitOptions.deterministic,
     show_default=True,
     help="TensorFlow op determinism: the same --seed gives the same model and figures on "
     "the same machine and library versions (0-6% slower measured on CPU).",
 )
 @click.option(
     "--patience",
-    default=3,
+    default=FitOptions.patience,
     show_default=True,
     type=click.IntRange(min=1),
     help="Early stopping: epochs without a better validation loss.",
 )
-@click.option("--learning-rate", default=1e-3, show_default=True, type=click.FloatRange(min=0))
+@click.option(
+    "--learning-rate",
+    default=FitOptions.learning_rate,
+    show_default=True,
+    type=click.FloatRange(min=0),
+)
 @click.option(
     "--lr-schedule",
-    type=click.Choice(["constant", "cosine"]),
-    default="constant",
+    type=click.Choice(LR_SCHEDULES),
+    default=FitOptions.lr_schedule,
     show_default=True,
     help="cosine: one warm-up epoch, then decay over --epochs.",
 )
 @click.option(
     "--caption-dropout",
-    default=0.0,
+    default=FitOptions.caption_dropout,
     show_default=True,
     type=click.FloatRange(0, 1),
     help="Share of training captions blanked at random, so a text model also tags items "
@@ -139,7 +157,7 @@ def synthetic(out_dir: Path, n: int, seed: int, image_size: int, s3_uri: str | N
 )
 @click.option(
     "--bn-calibration-items",
-    default=512,
+    default=FitOptions.bn_calibration_items,
     show_default=True,
     type=click.IntRange(min=0),
     help="Recompute BatchNorm statistics from this many un-augmented training items before "
@@ -175,9 +193,7 @@ def fit(
 ) -> None:
     """Train a model on a labelled image folder and write the artifact to OUT."""
     from train.data import DataError, read_labelled
-    from train.fit import FitOptions
     from train.fit import fit as run_fit
-    from train.model import ModelConfig
 
     weights = _weights(backbone_weights)
     if weights is None:
@@ -198,7 +214,6 @@ def fit(
             backbone_weights=weights,
             train_backbone=train_backbone,
             fine_tune_layers=fine_tune_layers,
-            learning_rate=learning_rate,
         )
         options = FitOptions(
             epochs=epochs,
@@ -207,6 +222,7 @@ def fit(
             seed=seed,
             deterministic=deterministic,
             patience=patience,
+            learning_rate=learning_rate,
             lr_schedule=lr_schedule,
             caption_dropout=caption_dropout,
             bn_calibration_items=bn_calibration_items,
@@ -246,7 +262,10 @@ def fit(
     type=click.Path(file_okay=False, path_type=Path),
     help="Write metrics.json and the confusion-matrix PNGs here.",
 )
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+# fit's batch size: the batches fit evaluated its validation split with.
+@click.option(
+    "--batch-size", default=FitOptions.batch_size, show_default=True, type=click.IntRange(min=1)
+)
 def evaluate(
     artifact: Path, data: Path, images: Path | None, out_dir: Path | None, batch_size: int
 ) -> None:
@@ -295,11 +314,13 @@ def score_tags(tags, labels: Path) -> None:
 
 @cli.command()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--image-size", default=224, show_default=True, type=click.IntRange(min=32))
+@click.option(
+    "--image-size", default=ModelConfig.image_size, show_default=True, type=click.IntRange(min=32)
+)
 @click.option("--no-text", is_flag=True, help="Image-only model (no caption input).")
 @click.option(
     "--backbone-weights",
-    default="imagenet",
+    default=_DEFAULT_WEIGHTS,
     show_default=True,
     help="imagenet (downloaded by Keras), none, or a local weights file.",
 )
@@ -308,7 +329,10 @@ def score_tags(tags, labels: Path) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="labels_front.csv: label lists and captions come from it.",
 )
-@click.option("--seed", default=42, show_default=True, type=int, help="Weight-init seed.")
+# fit's seed: for the same config and labels, init draws the weights fit starts from.
+@click.option(
+    "--seed", default=FitOptions.seed, show_default=True, type=int, help="Weight-init seed."
+)
 @click.option("--name", default=None, help="Name recorded in the artifact's metadata.")
 def init(
     out_dir: Path,
@@ -328,7 +352,7 @@ def init(
     import keras
 
     from tagger.artifacts import artifact_fingerprint, save_artifact
-    from train.model import ModelConfig, build_model
+    from train.model import build_model
 
     config = ModelConfig(image_size=image_size, use_text=not no_text, backbone_weights=weights)
     keras.utils.set_random_seed(seed)

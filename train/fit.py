@@ -22,32 +22,53 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from tagger.artifacts import GENDER_HEAD, PRODUCT_HEAD
-from train.batchnorm import Recalibrator, recalibrate_callback
-from train.data import LabelledSet, check_training_classes, make_dataset, split
 from train.model import ModelConfig
+
+# numpy and the data pipeline are imported where they are used: `python -m train` imports
+# this module for FitOptions' defaults, and its --help should not pay for them.
+if TYPE_CHECKING:
+    import numpy as np
+
+    from train.data import LabelledSet
 
 HISTORY_FILE = "history.json"
 CHECKPOINT_FILE = "best.weights.h5"
 
 
+#: The learning-rate schedules ``FitOptions.lr_schedule`` accepts.
+LR_SCHEDULES = ("constant", "cosine")
+
+
 @dataclass
 class FitOptions:
+    """How a model is trained: the one home of the training defaults.
+
+    ``python -m train`` reads its option defaults from here (the architecture's from
+    ``ModelConfig``), and so does scripts/quality.py for the settings it does not choose
+    itself. The whole object is recorded in the artifact's metrics.json
+    (``training.options``), so a run can be repeated from its artifact.
+    """
+
     epochs: int = 10
     batch_size: int = 32
     val_split: float = 0.2
+    #: the split, the weight initialisation, the shuffle and every augmentation draw
     seed: int = 42
+    #: early stopping: epochs without a better validation loss
     patience: int = 3
     #: TensorFlow op determinism while training: same seed, same figures. Cheap on CPU
     #: (0-6% measured; the input pipeline holds no stateful ops for it to serialise), where
     #: the seeded, stateless pipeline alone already repeats exactly
     deterministic: bool = True
-    #: "constant" (the notebook's Adam 1e-3) or "cosine": one warm-up epoch, then cosine
-    #: decay to 2% over the planned epochs (steadier final epochs on short runs)
+    #: Adam's rate (the notebook's); with "cosine", the peak reached after the warm-up.
+    #: A fit setting rather than a ModelConfig one: the artifact's model does not use it
+    learning_rate: float = 1e-3
+    #: "constant" (the notebook's) or "cosine": one warm-up epoch from a tenth of the
+    #: rate, then cosine decay to 2% over the planned epochs (steadier final epochs on
+    #: short runs); one of LR_SCHEDULES
     lr_schedule: str = "constant"
     #: share of training captions blanked at random (text models only)
     caption_dropout: float = 0.0
@@ -72,6 +93,8 @@ class FitResult:
 
 def pos_weights(indices: np.ndarray, n_classes: int) -> np.ndarray:
     """neg/pos per class on the training split (every class has >= 1 positive)."""
+    import numpy as np
+
     pos = np.bincount(np.asarray(indices, np.int64), minlength=n_classes).astype(np.float64)
     if (pos == 0).any():
         raise ValueError("every class needs at least one training example")
@@ -122,8 +145,11 @@ def _fit(
     log: Callable[[str], None],
 ) -> FitResult:
     import keras
+    import numpy as np
 
     from tagger.artifacts import save_artifact
+    from train.batchnorm import Recalibrator, recalibrate_callback
+    from train.data import check_training_classes, make_dataset, split
     from train.evaluate import evaluate_examples, write_report
     from train.model import build_model
 
@@ -147,7 +173,7 @@ def _fit(
     steps_per_epoch = -(-len(train) // options.batch_size)
     steps = steps_per_epoch * options.epochs
     model.compile(
-        optimizer=keras.optimizers.Adam(_learning_rate(config, options, steps)),
+        optimizer=keras.optimizers.Adam(_learning_rate(options, steps)),
         loss={
             GENDER_HEAD: weighted_bce(pos_weights(g_idx, len(genders))),
             PRODUCT_HEAD: weighted_bce(pos_weights(p_idx, len(products))),
@@ -291,17 +317,17 @@ def op_determinism(enabled: bool) -> Iterator[None]:
             switch_off()
 
 
-def _learning_rate(config: ModelConfig, options: FitOptions, steps: int):
+def _learning_rate(options: FitOptions, steps: int):
     import keras
 
-    if options.lr_schedule == "constant":
-        return config.learning_rate
-    if options.lr_schedule != "cosine":
+    if options.lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"unknown learning-rate schedule {options.lr_schedule!r}")
+    if options.lr_schedule == "constant":
+        return options.learning_rate
     warmup = min(steps // options.epochs, steps // 2)
     return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=config.learning_rate / 10,
-        warmup_target=config.learning_rate,
+        initial_learning_rate=options.learning_rate / 10,
+        warmup_target=options.learning_rate,
         warmup_steps=warmup,
         decay_steps=max(1, steps - warmup),
         alpha=0.02,

@@ -55,7 +55,11 @@ _IMAGENET_STDDEV_RGB = [0.229, 0.224, 0.225]
 
 @dataclass
 class ModelConfig:
-    """Hyper-parameters of the architecture; stored in an artifact's config.json."""
+    """Hyper-parameters of the architecture; stored in an artifact's config.json.
+
+    The one home of their defaults (``python -m train`` reads them from here). How the
+    model is trained, the learning rate included, is ``train.fit.FitOptions``'s.
+    """
 
     image_size: int = 224
     use_text: bool = True
@@ -67,7 +71,6 @@ class ModelConfig:
     train_backbone: bool = False
     fine_tune_layers: int = 0
     dropout: float = 0.4
-    learning_rate: float = 1e-3
 
     def __post_init__(self) -> None:
         if isinstance(self.backbone_weights, str) and self.backbone_weights.lower() in {
@@ -89,7 +92,11 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Build from a dict, ignoring unknown keys (config.json carries extra fields)."""
+        """Build from a dict, ignoring unknown keys.
+
+        config.json carries extra fields: ``format``, and ``learning_rate`` in artifacts
+        written before it moved to ``FitOptions``.
+        """
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 

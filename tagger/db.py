@@ -1,5 +1,5 @@
 """Database tables, engines and migrations. The schema is only changed by Alembic migrations
-(migrations/versions); these classes mirror it for queries.
+(tagger/migrations/versions); these classes mirror it for queries.
 
 Engines and session factories are made by entry points (CLI, worker process after the fork),
 never at import time: a pool shared across fork hands the same socket to two processes.
@@ -17,7 +17,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from tagger.exceptions import ConfigError
 
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# Inside the package (shipped as package data), so a non-editable install finds it too.
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 def utcnow() -> datetime:

@@ -414,42 +414,72 @@ def test_dockerfile_runs_as_non_root_user():
     assert any(op == "RUN" and "useradd" in a and users[-1] in a for op, a in instructions)
 
 
+def dockerfile_stages() -> dict[str, list[tuple[str, str]]]:
+    """{stage name: its instructions after FROM}, in file order."""
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for op, args in dockerfile_instructions():
+        if op == "FROM":
+            words = args.split()
+            assert len(words) == 3 and words[1].upper() == "AS", f"unnamed stage: FROM {args}"
+            current = stages.setdefault(words[2], [])
+        else:
+            current.append((op, args))
+    return stages
+
+
 def test_dockerfile_copies_existing_files_the_context_keeps():
     """Every COPY source exists, and the package, its migrations and pyproject's files are
     not excluded by .dockerignore."""
     for op, args in dockerfile_instructions():
-        if op != "COPY":
-            continue
+        if op != "COPY" or "--from=" in args:
+            continue  # COPY --from copies out of another stage, not the build context
         sources = [a for a in args.split()[:-1] if not a.startswith("--")]
         for source in sources:
             assert (ROOT / source).exists(), f"COPY source {source} does not exist"
             if source != ".":
                 assert not dockerignore_excludes(source), f"{source} is dockerignored"
-    needed = ["pyproject.toml", "README.md", "tagger/cli.py", "migrations/env.py", "train"]
+    needed = ["pyproject.toml", "README.md", "tagger/cli.py", "tagger/migrations/env.py", "train"]
     assert [p for p in needed if dockerignore_excludes(p)] == []
     for heavy in (".venv", ".git", "demo", "tagger.db", "tagger/__pycache__"):
         assert dockerignore_excludes(heavy), f"{heavy} should stay out of the build context"
 
 
-def test_dockerfile_installs_dependencies_before_source_and_migrations_beside_package():
-    """Dependencies are installed from pyproject.toml before the source is copied (cache),
-    and the project is installed editable from /app so /app/migrations sits beside the
-    package, where tagger.db.MIGRATIONS_DIR looks."""
-    instructions = dockerfile_instructions()
+def test_dockerfile_installs_dependencies_before_the_project_as_a_plain_wheel():
+    """pyproject's dependencies go in first (cache), then the project's wheel, non-editable."""
+    # The migrations are package data now; the build checks tagger.db.MIGRATIONS_DIR came along.
+    instructions = dockerfile_stages()["service"]
     copies = [i for i, (op, a) in enumerate(instructions) if op == "COPY"]
-    copy_all = next(i for i in copies if instructions[i][1].split()[0] == ".")
-    copy_pyproject = next(i for i in copies if instructions[i][1].split()[0] == "pyproject.toml")
     deps_install = next(
         i for i, (op, a) in enumerate(instructions) if op == "RUN" and "pip install -r" in a
     )
-    assert copy_pyproject < deps_install < copy_all
-    workdir = [a for op, a in instructions[:copy_all] if op == "WORKDIR"][-1]
-    assert workdir == "/app"
-    assert any(
-        op == "RUN" and re.search(r"pip install\b.*\s-e \.", a) for op, a in instructions[copy_all:]
+    assert [instructions[i][1] for i in copies if i < deps_install] == ["pyproject.toml ./"]
+    assert '["project"]["dependencies"]' in instructions[deps_install][1]
+    copy_wheel = next(i for i in copies if instructions[i][1].startswith("--from=build "))
+    project_install = next(
+        i for i, (op, a) in enumerate(instructions) if op == "RUN" and "pip install --no-deps" in a
     )
-    # ... and the build fails if tagger.db cannot find them there.
-    assert any(op == "RUN" and "MIGRATIONS_DIR" in a for op, a in instructions[copy_all:])
+    assert deps_install < copy_wheel < project_install
+    assert ".whl" in instructions[project_install][1]
+    assert "MIGRATIONS_DIR" in instructions[project_install][1]
+    assert not any(
+        op == "RUN" and re.search(r"pip install\b.*\s(-e|--editable)\b", a)
+        for op, a in dockerfile_instructions()
+    )
+
+
+def test_dockerfile_default_target_is_the_worker_and_trainer_adds_the_train_extra():
+    """The default (last) stage is the bare `worker`; `trainer` adds pyproject's `train` extra."""
+    stages = dockerfile_stages()
+    froms = [a.split() for op, a in dockerfile_instructions() if op == "FROM"]
+    assert froms[-1] == ["service", "AS", "worker"]
+    assert ["service", "AS", "trainer"] in froms
+    assert not any("optional-dependencies" in a for _, a in stages["service"] + stages["worker"])
+    assert any(
+        op == "RUN" and '["optional-dependencies"]["train"]' in a and "pip install -r" in a
+        for op, a in stages["trainer"]
+    )
+    assert [a for op, a in stages["trainer"] if op == "USER"][-1] == "tagger"
 
 
 def test_compose_build_args_are_declared_in_dockerfile(services):

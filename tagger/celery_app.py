@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from celery import Celery
 
+from tagger import tasks
+from tagger.messages import SWEEP, TAG_BATCH
 from tagger.schedule import parse_cron
 from tagger.settings import Settings
 
-TAG_BATCH = "tagger.tag_batch"
-SWEEP = "tagger.sweep"
+__all__ = ["NIGHTLY_RETAG", "SWEEP", "TAG_BATCH", "broker_transport_options", "create_app"]
+
 NIGHTLY_RETAG = "nightly-retag"
 
 
@@ -86,8 +88,5 @@ def create_app(settings: Settings | None = None) -> Celery:
         }
     }
     app.tagger_settings = settings  # type: ignore[attr-defined]
-
-    from tagger import tasks
-
     tasks.register(app)
     return app

@@ -1,16 +1,25 @@
-"""The `tagger` command. Each command builds its own settings, engine and clients."""
+"""The `tagger` command. Each command builds its own settings, engine and clients, hands
+them to a use case (tagger.enqueue, tagger.embedded, ...) and shows what it returns: only
+this module and tagger.output print, draw progress and choose exit codes."""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from tagger.exceptions import TaggerError
+from tagger.output import format_option
 from tagger.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from celery import Celery
+    from sqlalchemy.orm import Session, sessionmaker
 
 
 class Context:
@@ -18,7 +27,8 @@ class Context:
 
     def __init__(self) -> None:
         self._settings: Settings | None = None
-        self._sessions = None
+        self._sessions: sessionmaker[Session] | None = None
+        self._app: Celery | None = None
 
     @property
     def settings(self) -> Settings:
@@ -27,12 +37,25 @@ class Context:
         return self._settings
 
     @property
-    def sessions(self):
+    def sessions(self) -> sessionmaker[Session]:
         if self._sessions is None:
             from tagger.db import make_engine, make_session_factory
 
-            self._sessions = make_session_factory(make_engine(self.settings.database_url))
+            engine = make_engine(self.settings.database_url)
+            # Closed with the command: `run` may serve many commands in one process (tests).
+            click.get_current_context().call_on_close(engine.dispose)
+            self._sessions = make_session_factory(engine)
         return self._sessions
+
+    @property
+    def app(self) -> Celery:
+        """The Celery app, for publishing (made without connecting to the broker)."""
+        if self._app is None:
+            from tagger.celery_app import create_app
+
+            self._app = create_app(self.settings)
+            click.get_current_context().call_on_close(self._app.close)
+        return self._app
 
 
 pass_ctx = click.make_pass_decorator(Context, ensure=True)
@@ -96,31 +119,15 @@ def model_activate(ctx: Context, version: str) -> None:
 
 
 @model.command("list")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@format_option
 @pass_ctx
 def model_list(ctx: Context, fmt: str) -> None:
     """Registered versions with their metrics and tagged item counts."""
-    from tagger.output import render
+    from tagger.output import model_rows, render
     from tagger.registry import list_model_versions
 
     with ctx.sessions() as session:
-        rows = [
-            {
-                "version": s.version.version,
-                "active": "yes" if s.version.is_active else "",
-                "tagged_items": s.tagged_items,
-                "image_size": s.version.image_size,
-                "uses_text": s.version.uses_text,
-                "metrics": ", ".join(
-                    f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in (s.version.metrics or {}).items()
-                    if not isinstance(v, (dict, list))
-                ),
-                "artifact_uri": s.version.artifact_uri,
-                "created_at": s.version.created_at,
-            }
-            for s in list_model_versions(session=session)
-        ]
+        rows = model_rows(list_model_versions(session=session))
     render(rows, columns=list(rows[0]) if rows else ["version"], fmt=fmt)
 
 
@@ -133,36 +140,52 @@ def model_list(ctx: Context, fmt: str) -> None:
 def import_(ctx: Context, file: Path | None, s3_prefix: str | None, batch_size: int | None) -> None:
     """Upsert a catalogue (CSV / JSON Lines / image folder) and queue its batches."""
     from tagger.enqueue import import_and_queue
+    from tagger.output import import_summary, progress_bar
 
     if (file is None) == (s3_prefix is None):
         raise click.UsageError("give either FILE or --s3-prefix")
-    import_and_queue(
-        ctx.settings,
-        ctx.sessions,
-        file=file,
-        s3_prefix=s3_prefix,
-        batch_size=batch_size or ctx.settings.batch_size,
-    )
+    # Publish before the summary: if Redis is down, the one error line (with the job id
+    # and how to resume it) is all that is printed.
+    with progress_bar() as on_sent:
+        outcome = import_and_queue(
+            app=ctx.app,
+            settings=ctx.settings,
+            sessions=ctx.sessions,
+            file=file,
+            s3_prefix=s3_prefix,
+            batch_size=batch_size or ctx.settings.batch_size,
+            on_sent=on_sent,
+        )
+    click.echo(import_summary(outcome), err=True)
+    click.echo(str(outcome.job_id))
 
 
 @cli.command("run")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--model", "model_uri", help="Register and activate this artifact first.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), help="Items per model call.")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@format_option
 @pass_ctx
-def run(ctx: Context, file: Path, model_uri: str | None, batch_size: int | None, fmt: str) -> None:
+def run_file(
+    ctx: Context, file: Path, model_uri: str | None, batch_size: int | None, fmt: str
+) -> None:
     """Embedded mode: import FILE and tag it in this process (no broker), then print tags."""
     from tagger.embedded import run_embedded
+    from tagger.output import TAG_COLUMNS, progress_bar, render, run_summary
 
-    run_embedded(
-        ctx.settings,
-        ctx.sessions,
-        file=file,
-        model_uri=model_uri,
-        batch_size=batch_size or ctx.settings.batch_size,
-        fmt=fmt,
-    )
+    with progress_bar(counts=True) as on_batch:
+        outcome = run_embedded(
+            settings=ctx.settings,
+            sessions=ctx.sessions,
+            file=file,
+            model_uri=model_uri,
+            batch_size=batch_size or ctx.settings.batch_size,
+            on_batch=on_batch,
+        )
+    columns = [c for c in TAG_COLUMNS if c != "tagged_at"]
+    render(outcome.rows, columns=columns, fmt=fmt, title=f"{outcome.source}: tags")
+    for line in run_summary(outcome):
+        click.echo(line, err=True)
 
 
 @cli.command("worker", context_settings={"ignore_unknown_options": True})
@@ -210,7 +233,7 @@ def beat(ctx: Context, celery_args: tuple[str, ...]) -> None:
 @click.option("--model-version", help="That version's tags instead of the current ones.")
 @click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), help="UTC.")
 @click.option("--limit", type=click.IntRange(1))
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@format_option
 @click.pass_context
 def tags(click_ctx: click.Context, fmt: str, **filters) -> None:
     """Current tags per item (the current_tags view), filtered. `tags prune` drops old ones."""
@@ -254,26 +277,24 @@ def tags_prune(ctx: Context, keep: int) -> None:
 
 @cli.command("jobs")
 @click.argument("args", nargs=-1)
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@format_option
 @click.option("--interval", type=click.FloatRange(0.1), default=1.0, help="Seconds, for watch.")
-@pass_ctx
-def jobs(ctx: Context, args: tuple[str, ...], fmt: str, interval: float) -> None:
+@click.pass_context
+def jobs(click_ctx: click.Context, args: tuple[str, ...], fmt: str, interval: float) -> None:
     """`jobs` lists jobs, `jobs ID` shows one with failures by reason, `jobs watch ID`
     shows a live progress bar until the job ends, `jobs resume ID` queues the job's
     pending items again now (after Redis was down, or when the job stalled)."""
     from tagger.output import render
-    from tagger.progress import describe_jobs, watch_job
+    from tagger.progress import describe_jobs
 
-    stall = ctx.settings.stall_after
+    ctx = click_ctx.ensure_object(Context)
     if args and args[0] in ("watch", "resume"):
         if len(args) != 2 or not args[1].isdigit():
             raise click.UsageError(f"usage: tagger jobs {args[0]} ID")
         if args[0] == "resume":
             _resume(ctx, int(args[1]))
-            return
-        stats = watch_job(ctx.sessions, int(args[1]), stall_after=stall, interval=interval)
-        if stats.state == "stalled":
-            sys.exit(3)
+        elif _watch(ctx, int(args[1]), interval=interval) == "stalled":
+            click_ctx.exit(3)
         return
     if len(args) > 1 or (args and not args[0].isdigit()):
         raise click.UsageError(
@@ -281,26 +302,45 @@ def jobs(ctx: Context, args: tuple[str, ...], fmt: str, interval: float) -> None
         )
     job_id = int(args[0]) if args else None
     with ctx.sessions() as session:
-        rows = describe_jobs(session=session, stall_after=stall, job_id=job_id)
+        rows = describe_jobs(session=session, stall_after=ctx.settings.stall_after, job_id=job_id)
     render(rows, columns=list(rows[0]) if rows else ["id"], fmt=fmt)
+
+
+def _watch(ctx: Context, job_id: int, *, interval: float) -> str:
+    """`tagger jobs watch ID`: a live bar until the job ends, then a summary; returns the
+    job's last state (stalled when it stopped making progress)."""
+    from tagger.jobs import failure_counts
+    from tagger.output import watch_bar, watch_summary
+    from tagger.progress import JobSnapshot, job_snapshot
+
+    def poll() -> JobSnapshot:
+        with ctx.sessions() as session:
+            return job_snapshot(
+                session=session, job_id=job_id, stall_after=ctx.settings.stall_after
+            )
+
+    last = watch_bar(poll, poll(), interval=interval)  # UnknownJob before any bar is drawn
+    with ctx.sessions() as session:
+        reasons = failure_counts(session=session, job_id=job_id)
+    for line in watch_summary(last, reasons):
+        click.echo(line)
+    return last.stats.state
 
 
 def _resume(ctx: Context, job_id: int) -> None:
     """`tagger jobs resume ID`: the job's pending items, published again."""
-    from tagger.celery_app import create_app
     from tagger.enqueue import resume_job
+    from tagger.output import progress_bar, resume_summary
 
-    app = create_app(ctx.settings)
-    done = resume_job(app, ctx.settings, ctx.sessions, job_id=job_id, progress=True)
-    if done.status not in ("queued", "running"):
-        click.echo(f"job {job_id} is {done.status}: nothing to resume", err=True)
-    elif not done.batches:
-        click.echo(f"job {job_id} has no pending items: nothing to resume", err=True)
-    else:
-        click.echo(
-            f"job {job_id}: queued {done.items} pending items in {done.batches} batches",
-            err=True,
+    with progress_bar() as on_sent:
+        done = resume_job(
+            app=ctx.app,
+            settings=ctx.settings,
+            sessions=ctx.sessions,
+            job_id=job_id,
+            on_sent=on_sent,
         )
+    click.echo(resume_summary(done), err=True)
 
 
 @cli.command("retag")
@@ -313,38 +353,41 @@ def _resume(ctx: Context, job_id: int) -> None:
 @pass_ctx
 def retag(ctx: Context, stale: bool, failed: bool, all_: bool, limit: int | None) -> None:
     """Queue a re-tag job now: the nightly sweep by hand (default: --stale --failed)."""
-    from tagger.celery_app import create_app
     from tagger.enqueue import sweep_and_queue
+    from tagger.output import progress_bar
 
     if not (stale or failed or all_):
         stale = failed = True
-    job_id = sweep_and_queue(
-        create_app(ctx.settings),
-        ctx.settings,
-        ctx.sessions,
-        stale=stale,
-        failed=failed,
-        all_=all_,
-        limit=limit,
-        source="retag",
-        progress=True,
-    )
+    with progress_bar() as on_sent:
+        job_id = sweep_and_queue(
+            app=ctx.app,
+            settings=ctx.settings,
+            sessions=ctx.sessions,
+            stale=stale,
+            failed=failed,
+            all_=all_,
+            limit=limit,
+            source="retag",
+            on_sent=on_sent,
+        )
     if job_id is None:
         click.echo("nothing to re-tag", err=True)
     else:
         click.echo(str(job_id))
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+def run(argv: Sequence[str]) -> int:
+    """Run the `tagger` command with ``argv`` in this process: it prints what the command
+    prints and returns its exit code. Bugs (not our errors, not an unreachable service)
+    raise with their traceback."""
     try:
-        cli.main(standalone_mode=False, prog_name="tagger")
+        code = cli.main(args=list(argv), standalone_mode=False, prog_name="tagger")
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
-        sys.exit(130)
+        return 130
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except Exception as exc:
         # Our own errors and unreachable services (Postgres, Redis, S3) get one line naming
         # the service and its masked URL; anything else is a bug and keeps its traceback.
@@ -354,7 +397,16 @@ def main() -> None:
         if failure is None:
             raise
         click.echo(f"error: {failure.message}", err=True)
-        sys.exit(failure.exit_code)
+        return failure.exit_code
+    # Commands return nothing; an int is an explicit exit (`--help`, a stalled `jobs watch`).
+    return code if isinstance(code, int) else 0
+
+
+def main() -> None:
+    """The `tagger` console script."""
+    # Process-wide, so here rather than in `run`: a caller embedding `run` keeps its own.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(run(sys.argv[1:]))
 
 
 def _settings_or_none() -> Settings | None:

@@ -1,33 +1,61 @@
 """`tagger run`: the embedded mode. Same import and batch code as the service, but on
-SQLite (or any database) with local images, tagging in this process with no broker."""
+SQLite (or any database) with local images, tagging in this process with no broker.
+Returns what it did; the CLI prints the tags and the summary."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from sqlalchemy.orm import Session, sessionmaker
 
 from tagger.db import upgrade
 from tagger.importer import import_items
-from tagger.output import TAG_COLUMNS, render
 from tagger.pipeline import BatchTagger
 from tagger.registry import register_artifact
 from tagger.settings import Settings
 from tagger.sources import load_items
 from tagger.tags import TagQuery, query_tags
 
+if TYPE_CHECKING:
+    from tagger.progress import OnProgress
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    job_id: int
+    source: str  # what was read: the catalogue file or folder
+    item_ids: tuple[str, ...]  # every item of the catalogue, tagged now or before
+    to_tag: int  # the job's total: items that needed a tag from the active model
+    skipped: int  # items already tagged by the active model with the same image
+    failures: dict[str, str]  # item id -> "reason: message"
+    rows: list[dict[str, Any]]  # the current tags of ``item_ids``
+
+    @property
+    def tagged(self) -> int:
+        """Items tagged by this run."""
+        return self.to_tag - len(self.failures)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
 
 def run_embedded(
-    settings: Settings,
-    sessions,
     *,
+    settings: Settings,
+    sessions: sessionmaker[Session],
     file: Path,
     model_uri: str | None,
     batch_size: int,
-    fmt: str = "table",
-) -> int:
-    """Import ``file``, tag every batch in-process, print the job's tags; returns the job id."""
+    on_batch: OnProgress | None = None,
+) -> RunOutcome:
+    """Import ``file`` and tag every batch in this process; returns the job and its tags.
+
+    ``on_batch`` hears ("tagging job N", items done, items to tag) before the first batch
+    and after each one.
+    """
     upgrade(settings.database_url)  # idempotent; a fresh SQLite file gets its schema here
     items, source = load_items(settings, file=file)
     with sessions.begin() as session:
@@ -38,34 +66,27 @@ def run_embedded(
         plan = import_items(
             session=session, items=items, source=source, batch_size=batch_size, kind="run"
         )
-        job_id = plan.job.id
+        job_id, to_tag, skipped = plan.job.id, plan.job.total, plan.job.skipped
     tagger = BatchTagger(settings, sessions)
-    failed: dict[str, str] = {}
-    columns = (
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, transient=True) as progress:
-        task = progress.add_task(f"tagging job {job_id}", total=plan.job.total)
-        for batch in plan.batches:
-            outcome = tagger.run(job_id, batch, final=True)
-            failed.update({i: f"{e.reason}: {e}" for i, e in outcome.failed.items()})
-            progress.advance(task, len(batch))
+    failures: dict[str, str] = {}
+    description, done = f"tagging job {job_id}", 0
+    if on_batch is not None:
+        on_batch(description, done, to_tag)
+    for batch in plan.batches:
+        outcome = tagger.run(job_id, batch, final=True)
+        failures.update({i: f"{e.reason}: {e}" for i, e in outcome.failed.items()})
+        done += len(batch)
+        if on_batch is not None:
+            on_batch(description, done, to_tag)
+    item_ids = tuple(i.item_id for i in items)
     with sessions() as session:
-        rows = query_tags(session=session, query=TagQuery(item_ids=tuple(i.item_id for i in items)))
-    render(
-        rows,
-        columns=[c for c in TAG_COLUMNS if c != "tagged_at"],
-        fmt=fmt,
-        title=f"{source}: tags",
+        rows = query_tags(session=session, query=TagQuery(item_ids=item_ids))
+    return RunOutcome(
+        job_id=job_id,
+        source=source,
+        item_ids=item_ids,
+        to_tag=to_tag,
+        skipped=skipped,
+        failures=failures,
+        rows=rows,
     )
-    click.echo(
-        f"job {job_id}: {len(items)} items: {plan.job.total - len(failed)} tagged now, "
-        f"{len(failed)} failed, {plan.job.skipped} already up to date",
-        err=True,
-    )
-    for item_id, why in sorted(failed.items()):
-        click.echo(f"  failed {item_id}: {why}", err=True)
-    return job_id

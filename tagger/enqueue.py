@@ -1,51 +1,46 @@
 """Queueing work: `tagger import` and `tagger retag` write the items and the job to
 Postgres, commit, then publish the batches to Redis; `tagger jobs resume` publishes a
-saved job's pending items again (after Redis was down, or when a job stalled)."""
+saved job's pending items again (after Redis was down, or when a job stalled).
+
+Each function takes the Celery app and the session factory it works with and returns what
+it did; printing it is the CLI's business."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import click
 import sqlalchemy as sa
-from celery import Celery
-from rich.progress import Progress
+from sqlalchemy.orm import Session, sessionmaker
 
 from tagger.batching import chunked
-from tagger.celery_app import TAG_BATCH, create_app
 from tagger.db import Job, utcnow
-from tagger.exceptions import TaggerError
 from tagger.importer import import_items
 from tagger.jobs import ACTIVE_STATUSES, get_job, pending_item_ids
+from tagger.messages import publish_batches
 from tagger.settings import Settings
 from tagger.sources import load_items
 from tagger.sweep import plan_sweep
 
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from tagger.progress import OnProgress
+
 log = logging.getLogger(__name__)
 
 
-class PublishError(TaggerError):
-    """The broker failed part-way. The job and its items are committed and still pending in
-    the job's ledger, so nothing is lost: `tagger jobs resume JOB` queues them again."""
-
-    def __init__(self, *, job_id: int, sent: int, batches: int, items: int, cause: BaseException):
-        self.job_id = job_id
-        self.sent = sent
-        self.batches = batches
-        self.items = items
-        # `tagger retag` would not do: the items are pending in a live job, so a sweep leaves
-        # them alone until the job counts as stalled (hours later).
-        partly = f" ({sent} of {batches} batches were queued)" if sent else ""
-        self.next_step = (
-            f"job {job_id} is saved with {items} item{'s' if items != 1 else ''} pending{partly}; "
-            f"run `tagger jobs resume {job_id}` once Redis is back"
-        )
-        super().__init__(
-            f"job {job_id}: queued {sent} of {batches} batches, then the broker failed "
-            f"({type(cause).__name__}: {cause}); {self.next_step}"
-        )
+@dataclass(frozen=True)
+class ImportOutcome:
+    job_id: int
+    items: int  # catalogue rows read
+    new: int
+    changed: int
+    unchanged: int
+    to_tag: int  # the job's total: items that need a tag from the active model
+    batches: int  # batches queued
 
 
 @dataclass(frozen=True)
@@ -56,32 +51,13 @@ class Resumed:
     batches: int
 
 
-def publish_batches(
-    app: Celery, settings: Settings, job_id: int, batches: list[list[str]], *, progress: bool
-) -> int:
-    """Send one ``tag_batch`` message per batch; returns how many were sent."""
-    sent = 0
-    try:
-        with Progress(transient=True, disable=not progress) as bar, app.producer_or_acquire() as pr:
-            task = bar.add_task(f"queueing job {job_id}", total=len(batches))
-            for batch in batches:
-                app.send_task(TAG_BATCH, args=[job_id, batch], queue=settings.queue, producer=pr)
-                sent += 1
-                bar.advance(task)
-    except Exception as exc:
-        raise PublishError(
-            job_id=job_id,
-            sent=sent,
-            batches=len(batches),
-            items=sum(len(b) for b in batches),
-            cause=exc,
-        ) from exc
-    log.info("job %s: queued %d batches on %r", job_id, sent, settings.queue)
-    return sent
-
-
 def resume_job(
-    app: Celery, settings: Settings, sessions, *, job_id: int, progress: bool = False
+    *,
+    app: Celery,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    job_id: int,
+    on_sent: OnProgress | None = None,
 ) -> Resumed:
     """Publish the job's still-pending items again now, in batches of the job's batch size.
 
@@ -97,7 +73,7 @@ def resume_job(
         batch_size, status = job.batch_size, job.status
     batches = list(chunked(pending, batch_size))
     if batches:
-        publish_batches(app, settings, job_id, batches, progress=progress)
+        publish_batches(app, queue=settings.queue, job_id=job_id, batches=batches, on_sent=on_sent)
         # Counts as a sign of life only once the batches are out: a stalled job now reads
         # as queued/running again (so `jobs watch` does not stop at once, and a sweep leaves
         # these items to it) until stall_after passes without progress.
@@ -111,43 +87,51 @@ def resume_job(
 
 
 def import_and_queue(
-    settings: Settings,
-    sessions,
     *,
+    app: Celery,
+    settings: Settings,
+    sessions: sessionmaker[Session],
     file: Path | None,
     s3_prefix: str | None,
     batch_size: int,
-) -> int:
-    """Import a catalogue and queue its batches; returns the job id."""
+    on_sent: OnProgress | None = None,
+) -> ImportOutcome:
+    """Import a catalogue (a file, a folder or an S3 prefix) and queue its batches."""
     items, source = load_items(settings, file=file, s3_prefix=s3_prefix)
     # Commit before publishing: a worker may pick a batch up at once and must find the job.
     with sessions.begin() as session:
         plan = import_items(session=session, items=items, source=source, batch_size=batch_size)
-        job_id = plan.job.id
-    # Publish before the summary: if Redis is down, the one error line (with the job id
-    # and how to resume it) is all that is printed.
+        outcome = ImportOutcome(
+            job_id=plan.job.id,
+            items=len(items),
+            new=plan.new,
+            changed=plan.changed,
+            unchanged=plan.unchanged,
+            to_tag=plan.job.total,
+            batches=len(plan.batches),
+        )
     if plan.batches:
-        publish_batches(create_app(settings), settings, job_id, plan.batches, progress=True)
-    click.echo(
-        f"job {job_id}: {len(items)} items ({plan.new} new, {plan.changed} changed, "
-        f"{plan.unchanged} unchanged); {plan.job.total} to tag in {len(plan.batches)} batches",
-        err=True,
-    )
-    click.echo(str(job_id))
-    return job_id
+        publish_batches(
+            app,
+            queue=settings.queue,
+            job_id=outcome.job_id,
+            batches=plan.batches,
+            on_sent=on_sent,
+        )
+    return outcome
 
 
 def sweep_and_queue(
+    *,
     app: Celery,
     settings: Settings,
-    sessions,
-    *,
+    sessions: sessionmaker[Session],
     stale: bool = True,
     failed: bool = True,
     all_: bool = False,
     limit: int | None = None,
     source: str = "sweep",
-    progress: bool = False,
+    on_sent: OnProgress | None = None,
 ) -> int | None:
     """Run a re-tag sweep and queue its job; returns the job id, or None if nothing to do."""
     with sessions.begin() as session:
@@ -171,5 +155,5 @@ def sweep_and_queue(
         plan.stale,
         plan.failed,
     )
-    publish_batches(app, settings, job_id, plan.batches, progress=progress)
+    publish_batches(app, queue=settings.queue, job_id=job_id, batches=plan.batches, on_sent=on_sent)
     return job_id

@@ -1,17 +1,21 @@
-"""Job progress as people read it: throughput, ETA, stalled jobs, a live progress bar."""
+"""Job progress as people read it: throughput, ETA, stalled jobs, and one poll of a job
+for `tagger jobs watch` (the CLI draws the bar; nothing here prints)."""
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from tagger.db import Job, utcnow
 from tagger.jobs import ACTIVE_STATUSES, delivery_counts, failure_counts, get_job, list_jobs
+
+# How a long step (publishing batches, tagging in-process) reports progress to whoever
+# draws it: (description, completed, total). Steps call it once with 0 before they start,
+# because the description and the total (a job id, a batch count) are only known inside.
+OnProgress = Callable[[str, int, int], None]
 
 
 def _aware(ts: datetime | None) -> datetime | None:
@@ -89,44 +93,36 @@ def describe_jobs(*, session: Session, stall_after: int, job_id: int | None = No
     return rows
 
 
-def watch_job(
-    sessions: sessionmaker[Session], job_id: int, *, stall_after: int, interval: float = 1.0
-) -> JobStats:
-    """Show a live progress bar until the job finishes or stalls, then a summary."""
-    columns = (
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(),
+@dataclass(frozen=True)
+class JobSnapshot:
+    """One poll of a job: its counters and what they mean now."""
+
+    job_id: int
+    total: int
+    done: int
+    failed: int
+    skipped: int
+    moved: int
+    stats: JobStats
+
+    @property
+    def active(self) -> bool:
+        """Still queued or running (not finished, not stalled): worth polling again."""
+        return self.stats.state in ACTIVE_STATUSES
+
+
+def job_snapshot(
+    *, session: Session, job_id: int, stall_after: int, now: datetime | None = None
+) -> JobSnapshot:
+    """The job's counters and stats as of ``now``; UnknownJob for an unknown id."""
+    job = get_job(session=session, job_id=job_id)
+    stats = job_stats(job, now=now or utcnow(), stall_after=stall_after)
+    return JobSnapshot(
+        job_id=job.id,
+        total=job.total,
+        done=job.done,
+        failed=job.failed,
+        skipped=job.skipped,
+        moved=job.moved or 0,
+        stats=stats,
     )
-    with sessions() as session:
-        job = get_job(session=session, job_id=job_id)
-    with Progress(*columns) as bar:
-        task = bar.add_task(f"job {job_id}", total=job.total, rate="")
-        while True:
-            with sessions() as session:
-                job = get_job(session=session, job_id=job_id)
-                stats = job_stats(job, now=utcnow(), stall_after=stall_after)
-            rate = f"{stats.rate:.1f} items/s" if stats.rate else ""
-            bar.update(
-                task,
-                completed=stats.processed,
-                rate=rate,
-                description=f"job {job_id} {stats.state}",
-            )
-            if stats.state not in ("queued", "running"):
-                break
-            time.sleep(interval)
-    with sessions() as session:
-        reasons = failure_counts(session=session, job_id=job_id)
-    click.echo(
-        f"job {job_id} {stats.state}: {job.done} tagged, {job.failed} failed, "
-        f"{job.skipped} skipped"
-        + (f", {job.moved} moved to a newer job" if job.moved else "")
-        + f" of {job.total + job.skipped}"
-        + (f" ({stats.rate:.1f} items/s)" if stats.rate else "")
-    )
-    for reason, n in reasons.items():
-        click.echo(f"  {reason}: {n}")
-    return stats

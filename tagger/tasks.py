@@ -14,9 +14,10 @@ from celery import Celery, Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_process_shutdown
 
-from tagger.celery_app import SWEEP, TAG_BATCH
 from tagger.db import make_engine, make_session_factory
+from tagger.enqueue import sweep_and_queue
 from tagger.exceptions import ArtifactError, BatchError, NoActiveModel
+from tagger.messages import SWEEP, TAG_BATCH
 from tagger.pipeline import BatchTagger
 from tagger.settings import Settings
 
@@ -139,15 +140,13 @@ def sweep(
     source: str = "beat",
 ) -> int | None:
     """The scheduled re-tag sweep: plan a job in Postgres and queue its batches."""
-    from tagger.enqueue import sweep_and_queue
-
     settings: Settings = self.app.tagger_settings
     tagger = batch_tagger(settings)
     try:
         return sweep_and_queue(
-            self.app,
-            settings,
-            tagger.session_factory,
+            app=self.app,
+            settings=settings,
+            sessions=tagger.session_factory,
             stale=stale,
             failed=failed,
             all_=all_,

@@ -1,5 +1,5 @@
-"""Publishing and re-publishing batches: PublishError and `jobs resume`, against the real
-Postgres and Redis (the Celery queue is a Redis list)."""
+"""Queueing work: `import`, `jobs resume` and what they return and report, against the
+real Postgres and Redis (the Celery queue is a Redis list)."""
 
 from __future__ import annotations
 
@@ -64,8 +64,17 @@ def test_resume_queues_each_pending_item_once_in_the_jobs_batch_size(
     job_id = _job(session_factory, 7, batch_size=3)
     with session_factory.begin() as session:
         record_outcomes(session=session, job_id=job_id, tagged=["i0", "i4"], failed=["i6"])
-    resumed = resume_job(app, settings, session_factory, job_id=job_id)
+    reports = []
+    resumed = resume_job(
+        app=app,
+        settings=settings,
+        sessions=session_factory,
+        job_id=job_id,
+        on_sent=lambda *report: reports.append(report),
+    )
     assert (resumed.status, resumed.items, resumed.batches) == ("running", 4, 2)
+    assert [done for _, done, _ in reports] == [0, 1, 2]  # once before, then per batch
+    assert {(what, total) for what, _, total in reports} == {(f"queueing job {job_id}", 2)}
     batches = queue()
     assert {j for j, _ in batches} == {job_id}
     assert sorted(len(b) for _, b in batches) == [1, 3]  # kombu LPUSHes: newest first
@@ -80,7 +89,7 @@ def test_resume_of_a_finished_job_queues_nothing(app, settings, session_factory,
         job_id = create_job(
             session=session, kind="import", source="t", item_ids=[], batch_size=4
         ).id
-    resumed = resume_job(app, settings, session_factory, job_id=job_id)
+    resumed = resume_job(app=app, settings=settings, sessions=session_factory, job_id=job_id)
     assert (resumed.status, resumed.batches) == ("finished", 0)
     assert queue() == []
 
@@ -90,7 +99,7 @@ def test_resume_of_an_unknown_job_is_refused(app, settings, session_factory, que
     from tagger.enqueue import resume_job
 
     with pytest.raises(UnknownJob, match="no job with id 404"):
-        resume_job(app, settings, session_factory, job_id=404)
+        resume_job(app=app, settings=settings, sessions=session_factory, job_id=404)
     assert queue() == []
 
 
@@ -107,28 +116,38 @@ def test_resume_brings_a_stalled_job_back(app, settings, session_factory, queue)
     with session_factory() as session:
         job = session.get(Job, job_id)
         assert job_stats(job, now=utcnow(), stall_after=stall).state == "stalled"
-    resume_job(app, settings, session_factory, job_id=job_id)
+    resume_job(app=app, settings=settings, sessions=session_factory, job_id=job_id)
     with session_factory() as session:
         job = session.get(Job, job_id)
         assert job_stats(job, now=utcnow(), stall_after=stall).state == "queued"
     assert len(queue()) == 1
 
 
-def test_failed_publish_names_redis_and_the_resume_command():
-    """A real refused publish raises PublishError; its one line adds the resume instruction."""
-    from tagger.celery_app import create_app
-    from tagger.enqueue import PublishError, publish_batches
-    from tagger.service_errors import user_error
-    from tagger.settings import Settings
+def test_import_returns_its_counts_and_queues_its_batches(
+    app, settings, session_factory, queue, tmp_path
+):
+    """`import_and_queue` commits the job, queues its batches and returns what it did."""
+    from tagger.enqueue import ImportOutcome, import_and_queue
+    from tests.factories import write_csv
 
-    url = f"redis://:pw-xyz-123@127.0.0.1:{services.free_port()}/0"
-    s = Settings(broker_url=url, database_url="sqlite:///unused.db")
-    with pytest.raises(PublishError) as info:
-        publish_batches(create_app(s), s, 12, [["a", "b"], ["c"]], progress=False)
-    exc = info.value
-    assert (exc.job_id, exc.sent, exc.batches, exc.items) == (12, 0, 2, 3)
-    assert "run `tagger jobs resume 12` once Redis is back" in str(exc)
-    assert user_error(exc, s).message == (
-        f"cannot reach Redis at {url.replace('pw-xyz-123', '***')}: connection refused; "
-        "job 12 is saved with 3 items pending; run `tagger jobs resume 12` once Redis is back"
+    with session_factory.begin() as session:
+        add_model_version(session, "v1", activate=True)
+    rows = [{"item_id": f"i{k}", "image_uri": f"s3://b/{k}.jpg"} for k in range(5)]
+    catalogue = write_csv(tmp_path / "c.csv", rows)
+    reports = []
+    done = import_and_queue(
+        app=app,
+        settings=settings,
+        sessions=session_factory,
+        file=catalogue,
+        s3_prefix=None,
+        batch_size=2,
+        on_sent=lambda *report: reports.append(report),
     )
+    assert done == ImportOutcome(
+        job_id=done.job_id, items=5, new=5, changed=0, unchanged=0, to_tag=5, batches=3
+    )
+    assert reports[-1] == (f"queueing job {done.job_id}", 3, 3)
+    batches = queue()
+    assert {j for j, _ in batches} == {done.job_id}
+    assert sorted(len(b) for _, b in batches) == [1, 2, 2]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from tagger.db import Job, utcnow
-from tagger.progress import job_stats
+from tagger.exceptions import UnknownJob
+from tagger.progress import job_snapshot, job_stats
 
 
 def _job(**kw):
@@ -66,3 +69,17 @@ def test_job_not_started_has_no_rate():
         _job(status="queued", done=0, failed=0, started_at=None), now=utcnow(), stall_after=3600
     )
     assert stats.rate is None and stats.eta_s is None and stats.remaining == 100
+
+
+def test_snapshot_of_a_stored_job(session_factory):
+    """One poll reads the job's counters and stats; an old active job is stalled, not
+    active; an unknown id raises UnknownJob."""
+    with session_factory.begin() as session:
+        session.add(_job(id=5, updated_at=utcnow() - timedelta(hours=3)))
+    with session_factory() as session:
+        snap = job_snapshot(session=session, job_id=5, stall_after=60)
+        assert (snap.job_id, snap.total, snap.done, snap.failed, snap.moved) == (5, 100, 40, 10, 0)
+        assert snap.stats.state == "stalled" and not snap.active
+        assert job_snapshot(session=session, job_id=5, stall_after=7 * 3600).active
+        with pytest.raises(UnknownJob):
+            job_snapshot(session=session, job_id=6, stall_after=60)

@@ -8,9 +8,10 @@ import sqlalchemy as sa
 
 from tagger import tasks
 from tagger.catalogue import CatalogueItem
-from tagger.celery_app import TAG_BATCH, create_app
+from tagger.celery_app import create_app
 from tagger.db import Failure, Job, Tag
 from tagger.importer import import_items
+from tagger.messages import TAG_BATCH
 from tagger.pipeline import BatchTagger
 from tagger.registry import register_artifact
 from tagger.settings import Settings

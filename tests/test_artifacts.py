@@ -200,3 +200,48 @@ def test_iter_objects_pages_through_a_prefix(s3_client, bucket):
     objects = list(iter_objects(s3_client, bucket=bucket, prefix="p/", page_size=1))
     assert [o["Key"] for o in objects] == ["p/a", "p/b", "p/c/d"]
     assert [o["Size"] for o in objects] == [3, 3, 5]
+
+
+# --- callers fetch s3:// artifacts with the configured client -------------------------
+
+
+def _upload_fake_artifact(s3_client, bucket: str, tmp_path: Path) -> tuple[Path, str]:
+    local = _fake_artifact(tmp_path / "src")
+    for f in local.iterdir():
+        s3_client.upload_file(str(f), bucket, f"models/m1/{f.name}")
+    return local, f"s3://{bucket}/models/m1/"
+
+
+def test_register_fetches_s3_artifacts_from_the_configured_endpoint(
+    session_factory, settings_env, s3_client, bucket, tmp_path
+):
+    """`model register s3://...` downloads through the settings' S3 endpoint (moto here)."""
+    from tagger.registry import register_artifact
+
+    local, uri = _upload_fake_artifact(s3_client, bucket, tmp_path)
+    with session_factory.begin() as s:
+        version = register_artifact(
+            session=s, settings=settings_env, uri=uri, version=None, activate=False
+        )
+        assert (version.version, version.artifact_uri) == (artifact_fingerprint(local), uri)
+
+
+def test_worker_fetches_s3_artifacts_from_the_configured_endpoint(
+    session_factory, settings_env, s3_client, bucket, tmp_path
+):
+    """A worker's BatchTagger downloads an s3:// model through the settings' S3 endpoint."""
+    from tagger.db import ModelVersion
+    from tagger.pipeline import BatchTagger
+
+    local, uri = _upload_fake_artifact(s3_client, bucket, tmp_path)
+    version = ModelVersion(version="v1", artifact_uri=uri)
+    # The download is real; loading the (stand-in) model and TensorFlow set-up are not.
+    with (
+        patch("tagger.model.configure_tensorflow"),
+        patch("tagger.model.load_model") as load,
+    ):
+        BatchTagger(settings_env, session_factory).model_for(version)
+    (path,), kwargs = load.call_args
+    assert kwargs == {"version": "v1"}
+    assert path.parent == settings_env.model_cache_dir
+    assert artifact_fingerprint(path) == artifact_fingerprint(local)

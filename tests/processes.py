@@ -1,13 +1,17 @@
-"""Running tagger as users do: the CLI and real `celery worker` processes."""
+"""Running tagger as users do: the CLI (in a process of its own, or in this one) and real
+`celery worker` processes."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from tagger.db import Job
@@ -22,6 +26,28 @@ def tagger(env: dict[str, str], *args: str, timeout: int = 180) -> subprocess.Co
         timeout=timeout,
         check=False,
     )
+
+
+def tagger_here(
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    env: Mapping[str, str],
+    *args: str,
+) -> subprocess.CompletedProcess:
+    """`tagger ARGS` run in this process (``tagger.cli.run``) with exactly ``env`` as the
+    environment, its output captured as ``tagger`` above returns it: no interpreter start,
+    no imports, so an error-mapping check takes milliseconds instead of seconds."""
+    from tagger.cli import run
+
+    # The command reads its settings from the environment when it runs, as in a process.
+    for name in set(os.environ) - set(env):
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    capfd.readouterr()  # drop what the test printed before
+    code = run(args)
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(["tagger", *args], code, out, err)
 
 
 def start_worker(env: dict[str, str], name: str, log: Path, *extra: str) -> subprocess.Popen:

@@ -1,21 +1,34 @@
-"""The `tagger` command as users run it: a real process, real services, one-line errors."""
+"""The `tagger` command as users run it: real services, one-line errors, exit codes. The
+commands run in this process (``tagger.cli.run``); one test runs the installed script."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from datetime import timedelta
+from functools import partial
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from tagger.db import Item, Job
+from tagger.db import Item, Job, utcnow
 from tests.factories import broken_bytes, jpeg_bytes, write_csv
-from tests.processes import tagger
+from tests.processes import tagger_here
 
 
 @pytest.fixture
 def env(settings_env) -> dict[str, str]:
     return dict(os.environ)
+
+
+@pytest.fixture
+def tagger(monkeypatch, capfd):
+    """``tagger(env, *args)``: the command run in this process, as ``tests.processes.tagger``
+    would run it in its own."""
+    return partial(tagger_here, monkeypatch, capfd)
 
 
 def _one_line_error(result, *needles: str) -> None:
@@ -26,7 +39,7 @@ def _one_line_error(result, *needles: str) -> None:
         assert needle in lines[0], lines[0]
 
 
-def test_malformed_catalogue_is_refused_and_nothing_written(db, env, artifact, tmp_path):
+def test_malformed_catalogue_is_refused_and_nothing_written(db, env, tagger, artifact, tmp_path):
     """A bad line stops the import with its line number; no item, no job is written."""
     assert tagger(env, "model", "register", artifact, "--activate").returncode == 0
     bad = tmp_path / "bad.csv"
@@ -37,14 +50,26 @@ def test_malformed_catalogue_is_refused_and_nothing_written(db, env, artifact, t
         assert conn.scalar(sa.select(sa.func.count()).select_from(Job)) == 0
 
 
-def test_unknown_job_and_model_version_are_one_line_errors(db, env):
+def test_installed_script_end_to_end(db, env):
+    """The installed `tagger` script in a process of its own: an unknown job id is exit 1
+    and one line on stderr."""
+    script = Path(sys.executable).with_name("tagger")
+    assert script.exists(), f"{script}: install the project (pip install -e .)"
+    result = subprocess.run(
+        [str(script), "jobs", "999"], env=env, capture_output=True, text=True, timeout=180
+    )
+    _one_line_error(result, "no job with id 999")
+    assert result.returncode == 1 and result.stdout == ""
+
+
+def test_unknown_job_and_model_version_are_one_line_errors(db, env, tagger):
     """A job id or model version that does not exist gets exit 1 and one line on stderr."""
     _one_line_error(tagger(env, "jobs", "999"), "no job with id 999")
     _one_line_error(tagger(env, "tags", "--job", "999"), "no job with id 999")
     _one_line_error(tagger(env, "model", "activate", "nope"), "unknown model version 'nope'")
 
 
-def test_jobs_resume_of_a_finished_or_unknown_job(db, env, session_factory, redis_db):
+def test_jobs_resume_of_a_finished_or_unknown_job(db, env, tagger, session_factory, redis_db):
     """`jobs resume` of a finished job says so, exits 0 and queues nothing; an unknown id
     is a one-line error, and a missing id gets the usage."""
     from tagger.jobs import create_job
@@ -63,20 +88,20 @@ def test_jobs_resume_of_a_finished_or_unknown_job(db, env, session_factory, redi
     assert usage.returncode == 2 and "usage: tagger jobs resume ID" in usage.stderr
 
 
-def test_bad_setting_is_named(env):
+def test_bad_setting_is_named(env, tagger):
     """A malformed TAGGER_* variable fails fast with the setting's name."""
     result = tagger({**env, "TAGGER_BATCH_SIZE": "zero"}, "jobs")
     _one_line_error(result, "TAGGER_BATCH_SIZE")
 
 
-def test_import_without_active_model_is_refused(db, env, tmp_path):
+def test_import_without_active_model_is_refused(db, env, tagger, tmp_path):
     """Importing before any model is active says how to register one."""
     csv_path = write_csv(tmp_path / "c.csv", [{"item_id": "a", "image_uri": "s3://b/a.jpg"}])
     _one_line_error(tagger(env, "import", str(csv_path)), "tagger model register")
 
 
 def test_import_s3_prefix_upserts_every_image_under_it(
-    db, env, artifact, s3_client, bucket, redis_url
+    db, env, tagger, artifact, s3_client, bucket, redis_url
 ):
     """`import --s3-prefix` creates one item per image below the prefix, ids from the keys."""
     for key in ("cat/dresses/1.jpg", "cat/pants/2.png", "cat/notes.txt", "other/3.jpg"):
@@ -94,7 +119,7 @@ def test_import_s3_prefix_upserts_every_image_under_it(
 
 
 @pytest.mark.slow
-def test_embedded_run_tags_local_files_on_sqlite(artifact, tmp_path):
+def test_embedded_run_tags_local_files_on_sqlite(tagger, artifact, tmp_path):
     """`tagger run` with SQLite and local files prints tags, JSON on request, and a failure."""
     images = tmp_path / "images"
     images.mkdir()
@@ -116,3 +141,42 @@ def test_embedded_run_tags_local_files_on_sqlite(artifact, tmp_path):
     assert json.loads(rerun.stdout) == tags  # nothing re-tagged, the same tags printed
     again = tagger(env, "tags", "--format", "csv")
     assert again.returncode == 0 and again.stdout.count("\n") == 5  # header + 4 rows
+
+
+def test_jobs_watch_ends_with_a_summary_and_exit_3_when_stalled(db, env, tagger, session_factory):
+    """`jobs watch` of a finished job prints its summary and exits 0; of a stalled job,
+    exits 3."""
+    from tagger.catalogue import CatalogueItem
+    from tagger.importer import import_items
+    from tagger.jobs import create_job
+    from tests.factories import add_model_version
+
+    with session_factory.begin() as session:
+        finished = create_job(
+            session=session, kind="import", source="t", item_ids=[], batch_size=4
+        ).id
+        add_model_version(session, "v1", activate=True)
+        items = [CatalogueItem(item_id=f"i{k}", image_uri=f"s3://b/{k}.jpg") for k in range(2)]
+        stalled = import_items(session=session, items=items, source="t", batch_size=4).job.id
+        session.execute(
+            sa.update(Job).where(Job.id == stalled).values(updated_at=utcnow() - timedelta(days=1))
+        )
+    done = tagger(env, "jobs", "watch", str(finished), "--interval", "0.1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == (
+        f"job {finished} finished: 0 tagged, 0 failed, 0 skipped of 0"
+    )
+    stuck = tagger(env, "jobs", "watch", str(stalled), "--interval", "0.1")
+    assert stuck.returncode == 3, stuck.stderr
+    assert stuck.stdout.strip().splitlines()[-1] == (
+        f"job {stalled} stalled: 0 tagged, 0 failed, 0 skipped of 2"
+    )
+    _one_line_error(tagger(env, "jobs", "watch", "999"), "no job with id 999")
+
+
+def test_format_outside_the_choices_is_a_usage_error(env, tagger):
+    """Every `--format` takes table, csv or json; anything else is exit 2 naming them."""
+    for command in (["model", "list"], ["tags"], ["jobs"], ["run", "c.csv"]):
+        result = tagger(env, *command, "--format", "xml")
+        assert result.returncode == 2, (command, result.stderr)
+        assert "'xml' is not one of 'table', 'csv', 'json'" in result.stderr, result.stderr

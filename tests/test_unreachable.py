@@ -1,5 +1,6 @@
 """Commands meeting a service that is really down (Postgres, Redis, S3): one line on stderr
-naming the service and its masked URL, a non-zero exit, no traceback, no password."""
+naming the service and its masked URL, a non-zero exit, no traceback, no password. The
+commands run in this process (``tagger.cli.run``); a restarted Redis is a real server."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import re
 from collections import Counter
 from datetime import timedelta
+from functools import partial
 
 import pytest
 import sqlalchemy as sa
@@ -18,7 +20,7 @@ from tagger.db import Job, JobItem, utcnow
 from tagger.importer import import_items
 from tagger.jobs import pending_item_ids
 from tests.factories import add_model_version, write_csv
-from tests.processes import tagger
+from tests.processes import tagger_here
 from tests.redis_server import redis_server
 from tests.services import free_port
 
@@ -38,6 +40,13 @@ def _masked(url: str) -> str:
 
 def _base_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
+
+
+@pytest.fixture
+def tagger(monkeypatch, capfd):
+    """``tagger(env, *args)``: the command run in this process with ``env`` as its
+    environment, as ``tests.processes.tagger`` would run it in its own."""
+    return partial(tagger_here, monkeypatch, capfd)
 
 
 def _one_line(result, service: str, url: str) -> str:
@@ -79,12 +88,12 @@ def _queued(client, queue: str = "tagger") -> list[tuple[int, list[str]]]:
     ],
     ids=lambda args: "-".join(a for a in args if not a.startswith("{")),
 )
-def test_postgres_down_is_one_line(args, tmp_path):
+def test_postgres_down_is_one_line(args, tagger, tmp_path):
     """With nothing listening at the database URL, each command names Postgres and its URL."""
     url = f"postgresql+psycopg2://tagger:{PASSWORD}@127.0.0.1:{free_port()}/tagger"
     catalogue = write_csv(tmp_path / "c.csv", [{"item_id": "a", "image_uri": "s3://b/a.jpg"}])
     env = {**_base_env(), "TAGGER_DATABASE_URL": url}
-    result = tagger(env, *(a.format(catalogue=catalogue) for a in args), timeout=120)
+    result = tagger(env, *(a.format(catalogue=catalogue) for a in args))
     line = _one_line(result, "Postgres", url)
     assert line.endswith(": connection refused"), line
 
@@ -92,7 +101,9 @@ def test_postgres_down_is_one_line(args, tmp_path):
 # --- Redis ---------------------------------------------------------------------------------
 
 
-def test_redis_down_import_and_retag_say_how_to_resume(pg_url, db, session_factory, tmp_path):
+def test_redis_down_import_and_retag_say_how_to_resume(
+    pg_url, db, session_factory, tagger, tmp_path
+):
     """Import and retag with Redis down name it and the resume command; once Redis is back,
     `jobs resume` queues each job's pending items exactly once, in its batch size."""
     with session_factory.begin() as session:
@@ -152,7 +163,7 @@ def test_redis_down_import_and_retag_say_how_to_resume(pg_url, db, session_facto
     assert len(queued) == 3 + 1  # b0..b4 in batches of 2; a0..a2 in one batch of 64
 
 
-def test_resume_with_redis_down_says_resume_again(pg_url, db, session_factory):
+def test_resume_with_redis_down_says_resume_again(pg_url, db, session_factory, tagger):
     """`jobs resume` that cannot publish names Redis and repeats its own instruction."""
     with session_factory.begin() as session:
         add_model_version(session, "v1", activate=True)
@@ -178,7 +189,7 @@ def test_resume_with_redis_down_says_resume_again(pg_url, db, session_factory):
     [("import", "--s3-prefix", "s3://bucket/x/"), ("model", "register", "s3://bucket/model/")],
     ids=["import-s3-prefix", "model-register"],
 )
-def test_s3_down_is_one_line(args, pg_url, db, tmp_path):
+def test_s3_down_is_one_line(args, pg_url, db, tagger, tmp_path):
     """With nothing listening at the S3 endpoint, listing and artifact downloads name S3."""
     endpoint = f"http://127.0.0.1:{free_port()}"
     env = {
@@ -189,7 +200,7 @@ def test_s3_down_is_one_line(args, pg_url, db, tmp_path):
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
     }
-    line = _one_line(tagger(env, *args, timeout=300), "S3", endpoint)
+    line = _one_line(tagger(env, *args), "S3", endpoint)
     assert line.endswith(": connection refused"), line
 
 

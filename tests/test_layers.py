@@ -13,8 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 
 FORBIDDEN = ("train", "matplotlib", "rich", "tensorflow", "keras")
@@ -53,10 +51,7 @@ def test_worker_import_path_loads_no_trainer_plotting_rich_or_tensorflow():
     assert _forbidden_modules_loaded(WORKER_IMPORTS) == {}
 
 
-# The sweep task imports tagger.enqueue when it runs, and enqueue draws its progress bar
-# with rich until the change that moves printing out of it lands. Not strict, so the test
-# passes on either side of that change; drop the marker once it has landed.
-@pytest.mark.xfail(strict=False, reason="tagger.enqueue imports rich (progress bar)")
+# The sweep task imports tagger.enqueue only when it runs, so it is checked on its own.
 def test_sweep_task_imports_load_no_trainer_plotting_rich_or_tensorflow():
     """What the sweep task imports at run time (tagger.enqueue) loads none of FORBIDDEN."""
     assert _forbidden_modules_loaded(f"{WORKER_IMPORTS}\nimport tagger.enqueue\n") == {}

@@ -86,12 +86,6 @@ class AccessDenied(StorageRejected):
     reason = "access_denied"
 
 
-class UnknownItem(ItemError):
-    """A queued item id is not in the items table (deleted since it was queued)."""
-
-    reason = "unknown_item"
-
-
 class BatchError(ItemError):
     """The whole batch failed for a reason that is not the item's (a bug, a model error)."""
 

@@ -32,7 +32,7 @@ import os
 import re
 import threading
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 
@@ -165,17 +165,6 @@ def decode_many(
     with ThreadPoolExecutor(max_workers=min(workers, len(blobs))) as pool:
         results = pool.map(one, blobs.values())
         return dict(zip(blobs.keys(), results, strict=True))
-
-
-def stack(arrays: Sequence[np.ndarray], size: int) -> np.ndarray:
-    """Stack decoded images into one ``(N, size, size, 3)`` uint8 batch (N may be 0)."""
-    expected = (size, size, 3)
-    for i, a in enumerate(arrays):
-        if a.shape != expected or a.dtype != np.uint8:
-            raise ValueError(f"array {i} is {a.dtype}{a.shape}, expected uint8{expected}")
-    if not arrays:
-        return np.zeros((0, *expected), dtype=np.uint8)
-    return np.stack(arrays)
 
 
 class PixelBudget:

@@ -151,8 +151,8 @@ def _s3_url(e: BaseException, settings: Settings | None) -> str:
 
 
 def _next_step(exc: BaseException) -> str | None:
-    # PublishError (tagger.enqueue) carries one; duck-typed so that this module does not
-    # import Celery.
+    # Any of our errors may name the user's next step (tagger.messages.PublishError does);
+    # read as an attribute, so no error class has to be imported here.
     for e in chain(exc):
         step = getattr(e, "next_step", None) if isinstance(e, TaggerError) else None
         if step:

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, ImageFile, JpegImagePlugin
 
 from tagger.exceptions import CorruptImage, MissingImage, NotAnImage, TooLarge
-from tagger.images import RESAMPLE, PixelBudget, decode_image, decode_many, stack
+from tagger.images import RESAMPLE, PixelBudget, decode_image, decode_many
 from tagger.png import png_damage
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
@@ -224,17 +224,6 @@ def test_decode_many_keeps_keys_and_returns_errors():
     assert isinstance(out["cut"], CorruptImage)
     serial = decode_many(blobs, size=16, max_pixels=LIMIT, workers=1)
     assert all(np.array_equal(serial[f"ok{i}"], out[f"ok{i}"]) for i in range(6))
-
-
-def test_stack_builds_a_batch_and_handles_empty():
-    """stack gives (N, S, S, 3) uint8, (0, S, S, 3) for no images, and rejects wrong shapes."""
-    arrays = [np.full((4, 4, 3), i, dtype=np.uint8) for i in range(3)]
-    batch = stack(arrays, 4)
-    assert batch.shape == (3, 4, 4, 3) and batch.dtype == np.uint8
-    assert batch[2].max() == 2
-    assert stack([], 4).shape == (0, 4, 4, 3)
-    with pytest.raises(ValueError, match="expected"):
-        stack([np.zeros((5, 5, 3), np.uint8)], 4)
 
 
 # --- every exception an image can cause is an ItemError -----------------------------------

@@ -1,16 +1,15 @@
-"""Inference: build -> save_artifact -> load_model -> predict (the artifact format itself is
-tested in test_artifacts.py), plus the trainer's architecture checks that need a model."""
+"""Inference (tagger/model.py): build -> save_artifact -> load_model -> predict. The artifact
+format itself is tested in test_artifacts.py, the trainer's architecture in
+test_train_model.py."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from unittest.mock import patch
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from tagger.artifacts import artifact_fingerprint, read_artifact_info
+from tagger.artifacts import read_artifact_info
 from train.model import ModelConfig
 
 GENDERS = ["MEN", "WOMEN"]
@@ -157,70 +156,6 @@ def test_image_only_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_local_imagenet_weights_file_normalises_like_imagenet(tmp_path):
-    """A local copy of Keras's ImageNet weights gets the normalisation "imagenet" would."""
-    import keras
-
-    from train.model import _backbone
-
-    source = keras.applications.EfficientNetB0(
-        include_top=False, weights=None, input_shape=(SIZE, SIZE, 3)
-    )
-    norm = next(x for x in source.layers if isinstance(x, keras.layers.Normalization))
-    # What Keras's weight file holds: the std-dev stored as the variance (TF issue 49930).
-    norm.adapt_mean.assign([0.485, 0.456, 0.406])
-    norm.adapt_variance.assign([0.229, 0.224, 0.225])
-    weights = tmp_path / "notop.weights.h5"
-    source.save_weights(weights)
-
-    loaded = _backbone(SIZE, str(weights))
-    norm2 = next(x for x in loaded.layers if isinstance(x, keras.layers.Normalization))
-    np.testing.assert_allclose(norm2.adapt_variance.numpy(), np.square([0.229, 0.224, 0.225]))
-    np.testing.assert_allclose(np.ravel(norm2.variance), np.square([0.229, 0.224, 0.225]))
-    np.testing.assert_array_equal(loaded.get_weights()[-1], source.get_weights()[-1])
-
-
-@pytest.mark.slow
-def test_cli_init_saves_untrained_artifact_with_labels_from_data(tmp_path):
-    """`python -m train init --data` saves a loadable artifact labelled from the CSV."""
-    from train.cli import cli
-    from train.synthetic import generate
-
-    data = generate(tmp_path / "data", n=6, seed=1, image_size=32) / "labels_front.csv"
-    out = tmp_path / "art"
-    args = ["init", "--out", str(out), "--image-size", "32", "--backbone-weights", "none"]
-    result = CliRunner().invoke(cli, [*args, "--data", str(data)])
-    assert result.exit_code == 0, result.output
-    info = read_artifact_info(out)
-    assert artifact_fingerprint(out) in result.output
-    assert info.gender_labels == sorted({line.split(",")[-4] for line in _data_lines(data)})
-    assert info.product_labels == sorted({line.split(",")[-3] for line in _data_lines(data)})
-
-
-def _data_lines(path: Path) -> list[str]:
-    return path.read_text().splitlines()[1:]
-
-
-def test_cli_init_refuses_missing_weights_file(tmp_path):
-    """A --backbone-weights path that does not exist is a usage error, before any build."""
-    from train.cli import cli
-
-    result = CliRunner().invoke(
-        cli, ["init", "--out", str(tmp_path / "a"), "--backbone-weights", str(tmp_path / "no.h5")]
-    )
-    assert result.exit_code == 2 and "no such weights file" in result.output
-
-
-def test_model_config_round_trips_through_a_dict():
-    """ModelConfig survives to_dict/from_dict; unknown keys are ignored, "none" means None."""
-    config = ModelConfig(image_size=64, use_text=False, backbone_weights="none")
-    assert config.backbone_weights is None
-    assert ModelConfig.from_dict({**config.to_dict(), "format": 1}) == config
-    with pytest.raises(ValueError, match="image_size"):
-        ModelConfig(image_size=16)
-
-
-@pytest.mark.slow
 def test_configure_tensorflow_is_harmless_on_cpu():
     """configure_tensorflow runs anywhere; without a GPU it leaves the float32 policy."""
     import keras
@@ -234,20 +169,3 @@ def test_configure_tensorflow_is_harmless_on_cpu():
         assert keras.mixed_precision.global_policy().name == expected
     finally:
         keras.mixed_precision.set_global_policy("float32")
-
-
-@pytest.mark.slow
-def test_backbone_frozen_unless_fine_tuned(built):
-    """The backbone is frozen by default; fine_tune_layers unfreezes only its tail, not BN."""
-    import keras
-
-    from train.model import BACKBONE, build_model
-
-    model, _, _ = built
-    assert model.get_layer(BACKBONE).trainable_weights == []
-    config = ModelConfig(image_size=SIZE, use_text=False, backbone_weights=None, fine_tune_layers=8)
-    tuned = build_model(config, gender_labels=GENDERS, product_labels=PRODUCTS)
-    layers = tuned.get_layer(BACKBONE).layers
-    trainable = [x for x in layers if x.trainable_weights]
-    assert trainable and all(x in layers[-8:] for x in trainable)
-    assert not any(isinstance(x, keras.layers.BatchNormalization) for x in trainable)

@@ -1,7 +1,8 @@
-"""`python -m train fit / evaluate`: bad input stops before any training with one line.
+"""`python -m train fit / evaluate`: bad input stops before any training with one line;
+`python -m train init` saves an untrained artifact.
 
-(The successful runs, on a folder in the exact DeepFashion-MultiModal layout, are in
-test_train_fit.py, so the suite trains only once.)"""
+(The successful fit and evaluate runs, on a folder in the exact DeepFashion-MultiModal
+layout, are in test_train_fit.py, so the suite trains only once.)"""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from tagger.artifacts import artifact_fingerprint, read_artifact_info
 from tests.train_folders import deepfashion_folder
 from train.cli import cli
 from train.fit import FitOptions
@@ -60,6 +62,31 @@ def test_random_backbone_cannot_be_partly_frozen(deepfashion: Path, tmp_path: Pa
     args = _fit_args(deepfashion / "labels_front.csv", tmp_path / "a", "--fine-tune-layers", "5")
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and "trains the whole backbone" in result.output
+
+
+@pytest.mark.slow
+def test_init_saves_untrained_artifact_with_labels_from_data(tmp_path: Path):
+    """`python -m train init --data` saves a loadable artifact labelled from the CSV."""
+    from train.synthetic import generate
+
+    data = generate(tmp_path / "data", n=6, seed=1, image_size=32) / "labels_front.csv"
+    out = tmp_path / "art"
+    args = ["init", "--out", str(out), "--image-size", "32", "--backbone-weights", "none"]
+    result = CliRunner().invoke(cli, [*args, "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    info = read_artifact_info(out)
+    assert artifact_fingerprint(out) in result.output
+    rows = data.read_text().splitlines()[1:]
+    assert info.gender_labels == sorted({line.split(",")[-4] for line in rows})
+    assert info.product_labels == sorted({line.split(",")[-3] for line in rows})
+
+
+def test_init_refuses_missing_weights_file(tmp_path: Path):
+    """A --backbone-weights path that does not exist is a usage error, before any build."""
+    result = CliRunner().invoke(
+        cli, ["init", "--out", str(tmp_path / "a"), "--backbone-weights", str(tmp_path / "no.h5")]
+    )
+    assert result.exit_code == 2 and "no such weights file" in result.output
 
 
 def _defaults(command: str, *required: str) -> dict:

@@ -286,6 +286,7 @@ def jobs(click_ctx: click.Context, args: tuple[str, ...], fmt: str, interval: fl
     pending items again now (after Redis was down, or when the job stalled)."""
     from tagger.output import render
     from tagger.progress import describe_jobs
+    from tagger.states import STALLED
 
     ctx = click_ctx.ensure_object(Context)
     if args and args[0] in ("watch", "resume"):
@@ -293,7 +294,7 @@ def jobs(click_ctx: click.Context, args: tuple[str, ...], fmt: str, interval: fl
             raise click.UsageError(f"usage: tagger jobs {args[0]} ID")
         if args[0] == "resume":
             _resume(ctx, int(args[1]))
-        elif _watch(ctx, int(args[1]), interval=interval) == "stalled":
+        elif _watch(ctx, int(args[1]), interval=interval) == STALLED:
             click_ctx.exit(3)
         return
     if len(args) > 1 or (args and not args[0].isdigit()):

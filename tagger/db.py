@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from tagger.exceptions import ConfigError
+from tagger.states import ItemState, JobStatus
 
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 # Inside the package (shipped as package data), so a non-editable install finds it too.
@@ -78,7 +79,7 @@ class Job(Base):
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(sa.String(16))
     source: Mapped[str | None] = mapped_column(sa.Text)
-    status: Mapped[str] = mapped_column(sa.String(16), default="queued")
+    status: Mapped[str] = mapped_column(sa.String(16), default=JobStatus.QUEUED)
     total: Mapped[int] = mapped_column(sa.Integer, default=0)
     done: Mapped[int] = mapped_column(sa.Integer, default=0)
     failed: Mapped[int] = mapped_column(sa.Integer, default=0)
@@ -104,7 +105,7 @@ class JobItem(Base):
     item_id: Mapped[str] = mapped_column(
         sa.ForeignKey("items.item_id", ondelete="CASCADE"), primary_key=True
     )
-    state: Mapped[str] = mapped_column(sa.String(16), default="pending")
+    state: Mapped[str] = mapped_column(sa.String(16), default=ItemState.PENDING)
     updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
     #: deliveries of the item's batch that started / that died before finishing
     attempts: Mapped[int] = mapped_column(sa.Integer, default=0)

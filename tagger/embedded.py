@@ -16,6 +16,7 @@ from tagger.pipeline import BatchTagger
 from tagger.registry import register_artifact
 from tagger.settings import Settings
 from tagger.sources import load_items
+from tagger.states import JobKind
 from tagger.tags import TagQuery, query_tags
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ def run_embedded(
                 session=session, settings=settings, uri=model_uri, version=None, activate=True
             )
         plan = import_items(
-            session=session, items=items, source=source, batch_size=batch_size, kind="run"
+            session=session, items=items, source=source, batch_size=batch_size, kind=JobKind.RUN
         )
         job_id, to_tag, skipped = plan.job.id, plan.job.total, plan.job.skipped
     tagger = BatchTagger(settings, sessions)

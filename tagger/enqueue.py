@@ -18,10 +18,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from tagger.batching import chunked
 from tagger.db import Job, utcnow
 from tagger.importer import import_items
-from tagger.jobs import ACTIVE_STATUSES, get_job, pending_item_ids
+from tagger.jobs import get_job, pending_item_ids
 from tagger.messages import publish_batches
 from tagger.settings import Settings
 from tagger.sources import load_items
+from tagger.states import ACTIVE_STATUSES
 from tagger.sweep import plan_sweep
 
 if TYPE_CHECKING:

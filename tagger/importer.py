@@ -18,6 +18,7 @@ from tagger.db import Item, Job, Tag, insert, utcnow
 from tagger.exceptions import NoActiveModel
 from tagger.jobs import CHUNK, create_job
 from tagger.registry import get_active_model_version
+from tagger.states import JobKind
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ def import_items(
     items: Sequence[CatalogueItem],
     source: str,
     batch_size: int,
-    kind: str = "import",
+    kind: JobKind = JobKind.IMPORT,
 ) -> ImportPlan:
     """Upsert ``items`` and create a job over those that need a tag from the active model:
     new items, items whose image or fingerprint changed, and items the active version has

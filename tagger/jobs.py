@@ -11,16 +11,20 @@ from sqlalchemy.orm import Session
 from tagger.batching import chunked
 from tagger.db import Failure, Job, JobItem, insert, utcnow
 from tagger.exceptions import UnknownJob
+from tagger.states import ItemState, JobKind, JobStatus
 
-ACTIVE_STATUSES = ("queued", "running")
 # Keep IN (...) lists and multi-row inserts well under driver parameter limits.
 CHUNK = 500
+
+# The statuses inside sa.case(...) are untyped literals (no column lends them a type), so
+# they are passed as the plain word (.value): what is stored never depends on how
+# SQLAlchemy or the driver would treat an Enum member there.
 
 
 def create_job(
     *,
     session: Session,
-    kind: str,
+    kind: JobKind,
     source: str | None,
     item_ids: Sequence[str],
     batch_size: int,
@@ -31,7 +35,7 @@ def create_job(
     job = Job(
         kind=kind,
         source=source,
-        status="queued" if item_ids else "finished",
+        status=JobStatus.QUEUED if item_ids else JobStatus.FINISHED,
         total=len(item_ids),
         skipped=skipped,
         batch_size=batch_size,
@@ -45,7 +49,7 @@ def create_job(
         session.execute(
             insert(session, JobItem),
             [
-                {"job_id": job.id, "item_id": i, "state": "pending", "updated_at": now}
+                {"job_id": job.id, "item_id": i, "state": ItemState.PENDING, "updated_at": now}
                 for i in chunk
             ],
         )
@@ -67,7 +71,7 @@ def pending_item_ids(*, session: Session, job_id: int) -> list[str]:
     return list(
         session.scalars(
             sa.select(JobItem.item_id)
-            .where(JobItem.job_id == job_id, JobItem.state == "pending")
+            .where(JobItem.job_id == job_id, JobItem.state == ItemState.PENDING)
             .order_by(JobItem.item_id)
         )
     )
@@ -78,7 +82,7 @@ def failure_counts(*, session: Session, job_id: int) -> dict[str, int]:
     rows = session.execute(
         sa.select(Failure.reason, sa.func.count())
         .join(JobItem, JobItem.item_id == Failure.item_id)
-        .where(JobItem.job_id == job_id, JobItem.state == "failed")
+        .where(JobItem.job_id == job_id, JobItem.state == ItemState.FAILED)
         .group_by(Failure.reason)
         .order_by(Failure.reason)
     ).all()
@@ -106,7 +110,9 @@ def mark_started(*, session: Session, job_id: int) -> None:
         .values(
             started_at=now,
             updated_at=now,
-            status=sa.case((Job.status == "queued", "running"), else_=Job.status),
+            status=sa.case(
+                (Job.status == JobStatus.QUEUED, JobStatus.RUNNING.value), else_=Job.status
+            ),
         )
     )
 
@@ -121,7 +127,7 @@ def record_outcomes(
     """
     now = utcnow()
 
-    def move(ids: Sequence[str], to: str, frm: str) -> int:
+    def move(ids: Sequence[str], to: ItemState, frm: ItemState) -> int:
         moved = 0
         for chunk in chunked(sorted(ids), CHUNK):
             result = session.execute(
@@ -136,9 +142,9 @@ def record_outcomes(
             moved += result.rowcount
         return moved
 
-    tagged_new = move(tagged, "tagged", "pending")
-    tagged_after_failure = move(tagged, "tagged", "failed")
-    failed_new = move(failed, "failed", "pending")
+    tagged_new = move(tagged, ItemState.TAGGED, ItemState.PENDING)
+    tagged_after_failure = move(tagged, ItemState.TAGGED, ItemState.FAILED)
+    failed_new = move(failed, ItemState.FAILED, ItemState.PENDING)
     done_delta = tagged_new + tagged_after_failure
     failed_delta = failed_new - tagged_after_failure
     complete = Job.done + done_delta + Job.failed + failed_delta + Job.moved >= Job.total
@@ -150,7 +156,7 @@ def record_outcomes(
             failed=Job.failed + failed_delta,
             updated_at=now,
             started_at=sa.func.coalesce(Job.started_at, now),
-            status=sa.case((complete, "finished"), else_="running"),
+            status=sa.case((complete, JobStatus.FINISHED.value), else_=JobStatus.RUNNING.value),
             finished_at=sa.case((complete, sa.func.coalesce(Job.finished_at, now)), else_=None),
         )
     )
@@ -175,7 +181,7 @@ def start_delivery(*, session: Session, job_id: int, item_ids: Sequence[str]) ->
             .where(
                 JobItem.job_id == job_id,
                 JobItem.item_id.in_(chunk),
-                JobItem.state == "pending",
+                JobItem.state == ItemState.PENDING,
             )
             .values(
                 attempts=JobItem.attempts + 1,
@@ -218,10 +224,10 @@ def hand_over(*, session: Session, item_ids: Sequence[str], to_job_id: int) -> d
             sa.update(JobItem)
             .where(
                 JobItem.item_id.in_(chunk),
-                JobItem.state == "pending",
+                JobItem.state == ItemState.PENDING,
                 JobItem.job_id != to_job_id,
             )
-            .values(state="moved", started_at=None, updated_at=now)
+            .values(state=ItemState.MOVED, started_at=None, updated_at=now)
             .returning(JobItem.job_id)
         )
         for (job_id,) in rows:
@@ -234,7 +240,7 @@ def hand_over(*, session: Session, item_ids: Sequence[str], to_job_id: int) -> d
             .values(
                 moved=Job.moved + n,
                 updated_at=now,
-                status=sa.case((complete, "finished"), else_=Job.status),
+                status=sa.case((complete, JobStatus.FINISHED.value), else_=Job.status),
                 finished_at=sa.case((complete, sa.func.coalesce(Job.finished_at, now)), else_=None),
             )
         )

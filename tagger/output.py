@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 
+from tagger.states import ACTIVE_STATUSES
+
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
@@ -199,7 +201,7 @@ def run_summary(outcome: RunOutcome) -> list[str]:
 
 def resume_summary(done: Resumed) -> str:
     """`tagger jobs resume`'s line on stderr: what was queued again, or why nothing was."""
-    if done.status not in ("queued", "running"):
+    if done.status not in ACTIVE_STATUSES:
         return f"job {done.job_id} is {done.status}: nothing to resume"
     if not done.batches:
         return f"job {done.job_id} has no pending items: nothing to resume"

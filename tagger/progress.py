@@ -10,7 +10,8 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy.orm import Session
 
 from tagger.db import Job, utcnow
-from tagger.jobs import ACTIVE_STATUSES, delivery_counts, failure_counts, get_job, list_jobs
+from tagger.jobs import delivery_counts, failure_counts, get_job, list_jobs
+from tagger.states import ACTIVE_STATUSES, STALLED, JobStatus
 
 # How a long step (publishing batches, tagging in-process) reports progress to whoever
 # draws it: (description, completed, total). Steps call it once with 0 before they start,
@@ -27,7 +28,7 @@ def _aware(ts: datetime | None) -> datetime | None:
 
 @dataclass(frozen=True)
 class JobStats:
-    state: str  # the stored status, or "stalled" for an active job with no recent progress
+    state: str  # the stored status (a JobStatus word), or STALLED: active, no recent progress
     processed: int
     remaining: int
     rate: float | None  # items per second since the first batch finished
@@ -40,14 +41,14 @@ def job_stats(job: Job, *, now: datetime, stall_after: int) -> JobStats:
     state = job.status
     updated = _aware(job.updated_at)
     if state in ACTIVE_STATUSES and updated < now - timedelta(seconds=stall_after):
-        state = "stalled"
+        state = STALLED
     rate = eta = None
     started = _aware(job.started_at)
     if started is not None and processed:
         end = _aware(job.finished_at) or updated
         elapsed = max((end - started).total_seconds(), 1e-3)
         rate = processed / elapsed
-        eta = remaining / rate if state != "finished" else 0.0
+        eta = remaining / rate if state != JobStatus.FINISHED else 0.0
     return JobStats(state=state, processed=processed, remaining=remaining, rate=rate, eta_s=eta)
 
 
@@ -78,7 +79,7 @@ def describe_jobs(*, session: Session, stall_after: int, job_id: int | None = No
             "skipped": job.skipped,
             "moved": job.moved,
             "rate/s": None if stats.rate is None else round(stats.rate, 2),
-            "eta": _duration(stats.eta_s) if stats.state in ("queued", "running") else "",
+            "eta": _duration(stats.eta_s) if stats.state in ACTIVE_STATUSES else "",
             "source": job.source,
             "created_at": job.created_at,
         }

@@ -24,9 +24,10 @@ from sqlalchemy.orm import Session
 from tagger.batching import chunked
 from tagger.db import Failure, Item, Job, JobItem, Tag, utcnow
 from tagger.exceptions import NoActiveModel
-from tagger.jobs import ACTIVE_STATUSES, create_job, hand_over
+from tagger.jobs import create_job, hand_over
 from tagger.registry import get_active_model_version
 from tagger.settings import Settings
+from tagger.states import ACTIVE_STATUSES, ItemState, JobKind
 
 # Arbitrary constant naming the sweep's advisory lock (pg_advisory_xact_lock takes a bigint).
 SWEEP_LOCK_KEY = 0x7A66_5E3E
@@ -53,7 +54,7 @@ def busy_items(now: datetime, settings: Settings):
         sa.select(JobItem.item_id)
         .join(Job, Job.id == JobItem.job_id)
         .where(
-            JobItem.state == "pending",
+            JobItem.state == ItemState.PENDING,
             Job.status.in_(ACTIVE_STATUSES),
             Job.updated_at >= now - timedelta(seconds=settings.stall_after),
         )
@@ -138,7 +139,9 @@ def plan_sweep(
         return SweepPlan(job=None, batches=[], stale=0, failed=0)
     size = batch_size or settings.batch_size
     ids = list(chosen)
-    job = create_job(session=session, kind="retag", source=source, item_ids=ids, batch_size=size)
+    job = create_job(
+        session=session, kind=JobKind.RETAG, source=source, item_ids=ids, batch_size=size
+    )
     # Items still pending in stalled jobs are this job's now; those jobs are closed once
     # nothing of theirs is left, with their counters adding up (done + failed + moved).
     hand_over(session=session, item_ids=ids, to_job_id=job.id)

@@ -1,11 +1,10 @@
-"""Settings that cannot work together are refused with one line naming both variables, and
-the batch time limits and broker options derived from them bring a lost batch back fast."""
+"""Settings: bad values, and values that cannot work together, are refused with one line
+naming the variables; the batch time limits derived from them keep their order."""
 
 from __future__ import annotations
 
 import pytest
 
-from tagger.celery_app import broker_transport_options, create_app
 from tagger.exceptions import ConfigError
 from tagger.settings import Settings, load_settings
 
@@ -51,27 +50,6 @@ def test_derived_limits_hold_for_any_valid_visibility_timeout(visibility):
     assert s.hard_time_limit + s.retry_backoff_max < visibility
 
 
-def test_default_brings_a_lost_batch_back_within_five_minutes():
-    """Visibility timeout plus one restore sweep is at most 300 s with the defaults."""
-    opts = broker_transport_options(Settings())
-    sweep = opts["unacked_restore_interval"] * opts["unacked_restore_throttle"]
-    assert opts["visibility_timeout"] + sweep <= 300
-
-
-def test_celery_app_applies_limits_and_redis_health_options():
-    """The app carries the time limits, re-queues hard-limit kills, and checks the link."""
-    s = Settings(visibility_timeout=600, batch_time_limit=400, retry_backoff_max=60)
-    conf = create_app(s).conf
-    assert (conf.task_time_limit, conf.task_soft_time_limit) == (400, s.soft_time_limit)
-    assert conf.task_acks_late and conf.task_reject_on_worker_lost
-    assert conf.task_acks_on_timeout is False
-    opts = conf.broker_transport_options
-    assert opts["visibility_timeout"] == 600
-    assert opts["socket_timeout"] == s.redis_socket_timeout
-    assert opts["health_check_interval"] == s.redis_health_check_interval
-    assert opts["socket_keepalive"] is True
-
-
 def test_bad_database_url_is_refused_with_its_password_masked(monkeypatch):
     """An unsupported database URL is named in the error without its password."""
     monkeypatch.setenv("TAGGER_DATABASE_URL", "mysql://u:hunter2@db/x")
@@ -84,3 +62,26 @@ def test_plain_postgresql_url_uses_the_installed_driver():
     """postgresql:// means psycopg2, the driver tagger installs."""
     s = Settings(database_url="postgresql://u@db:5432/x")
     assert s.database_url == "postgresql+psycopg2://u@db:5432/x"
+
+
+def test_bad_environment_names_each_variable(monkeypatch):
+    """load_settings reports every bad TAGGER_* variable by name, in one line."""
+    monkeypatch.setenv("TAGGER_RETAG_CRON", "every night")
+    monkeypatch.setenv("TAGGER_DATABASE_URL", "mysql://x")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    text = str(err.value)
+    assert "TAGGER_RETAG_CRON" in text and "TAGGER_DATABASE_URL" in text and "\n" not in text
+
+
+def test_stall_window_must_exceed_visibility_timeout():
+    """A job cannot be called stalled before Redis would even re-deliver its batches."""
+    with pytest.raises(ValueError, match="TAGGER_STALL_AFTER"):
+        Settings(visibility_timeout=3600, stall_after=600)
+
+
+def test_secrets_are_masked_in_redacted_settings():
+    """Passwords in the database and broker URLs never appear in what is logged."""
+    s = Settings(database_url="postgresql://u:hunter2@db/x", broker_url="redis://:s3cret@r:6379/0")
+    text = str(s.redacted())
+    assert "hunter2" not in text and "s3cret" not in text and "***" in text

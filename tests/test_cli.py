@@ -3,6 +3,8 @@ commands run in this process (``tagger.cli.run``); one test runs the installed s
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
@@ -73,11 +75,12 @@ def test_jobs_resume_of_a_finished_or_unknown_job(db, env, tagger, session_facto
     """`jobs resume` of a finished job says so, exits 0 and queues nothing; an unknown id
     is a one-line error, and a missing id gets the usage."""
     from tagger.jobs import create_job
+    from tagger.states import JobKind
     from tests.services import redis_client
 
     with session_factory.begin() as session:
         job_id = create_job(
-            session=session, kind="import", source="t", item_ids=[], batch_size=4
+            session=session, kind=JobKind.IMPORT, source="t", item_ids=[], batch_size=4
         ).id
     done = tagger(env, "jobs", "resume", str(job_id))
     assert done.returncode == 0, done.stderr
@@ -149,11 +152,12 @@ def test_jobs_watch_ends_with_a_summary_and_exit_3_when_stalled(db, env, tagger,
     from tagger.catalogue import CatalogueItem
     from tagger.importer import import_items
     from tagger.jobs import create_job
+    from tagger.states import JobKind
     from tests.factories import add_model_version
 
     with session_factory.begin() as session:
         finished = create_job(
-            session=session, kind="import", source="t", item_ids=[], batch_size=4
+            session=session, kind=JobKind.IMPORT, source="t", item_ids=[], batch_size=4
         ).id
         add_model_version(session, "v1", activate=True)
         items = [CatalogueItem(item_id=f"i{k}", image_uri=f"s3://b/{k}.jpg") for k in range(2)]
@@ -172,6 +176,45 @@ def test_jobs_watch_ends_with_a_summary_and_exit_3_when_stalled(db, env, tagger,
         f"job {stalled} stalled: 0 tagged, 0 failed, 0 skipped of 2"
     )
     _one_line_error(tagger(env, "jobs", "watch", "999"), "no job with id 999")
+
+
+def test_jobs_shows_statuses_and_kinds_as_plain_words(db, env, tagger, session_factory):
+    """`tagger jobs` prints each job's kind and status (stalled included) as the bare word
+    in every format: never an enum's name or repr."""
+    from tagger.jobs import create_job, mark_started
+    from tagger.states import JobKind
+
+    with session_factory.begin() as session:
+        session.add_all([Item(item_id=f"i{k}", image_uri=f"/x/{k}.jpg") for k in range(3)])
+        session.flush()
+
+        def job(kind: JobKind, ids: list[str]) -> int:
+            return create_job(session=session, kind=kind, source="t", item_ids=ids, batch_size=4).id
+
+        finished, queued = job(JobKind.RUN, []), job(JobKind.IMPORT, ["i0"])
+        running, stalled = job(JobKind.RETAG, ["i1"]), job(JobKind.IMPORT, ["i2"])
+        mark_started(session=session, job_id=running)
+        session.execute(
+            sa.update(Job).where(Job.id == stalled).values(updated_at=utcnow() - timedelta(days=1))
+        )
+    expected = {
+        finished: ("run", "finished"),
+        queued: ("import", "queued"),
+        running: ("retag", "running"),
+        stalled: ("import", "stalled"),
+    }
+    shown = tagger(env, "jobs", "--format", "json")
+    assert shown.returncode == 0, shown.stderr
+    assert {r["id"]: (r["kind"], r["status"]) for r in json.loads(shown.stdout)} == expected
+    shown = tagger(env, "jobs", "--format", "csv")
+    assert shown.returncode == 0, shown.stderr
+    rows = csv.DictReader(io.StringIO(shown.stdout))
+    assert {int(r["id"]): (r["kind"], r["status"]) for r in rows} == expected
+    shown = tagger(env, "jobs")
+    assert shown.returncode == 0, shown.stderr
+    for kind, status in expected.values():
+        assert f" {kind} " in shown.stdout and f" {status} " in shown.stdout, shown.stdout
+    assert "JobStatus" not in shown.stdout and "JobKind" not in shown.stdout
 
 
 def test_format_outside_the_choices_is_a_usage_error(env, tagger):

@@ -17,6 +17,7 @@ from tagger.exceptions import UnknownJob
 from tagger.importer import import_items
 from tagger.jobs import create_job, record_outcomes
 from tagger.progress import job_stats
+from tagger.states import JobKind
 from tests import services
 from tests.factories import add_model_version
 
@@ -87,7 +88,7 @@ def test_resume_of_a_finished_job_queues_nothing(app, settings, session_factory,
 
     with session_factory.begin() as session:
         job_id = create_job(
-            session=session, kind="import", source="t", item_ids=[], batch_size=4
+            session=session, kind=JobKind.IMPORT, source="t", item_ids=[], batch_size=4
         ).id
     resumed = resume_job(app=app, settings=settings, sessions=session_factory, job_id=job_id)
     assert (resumed.status, resumed.batches) == ("finished", 0)

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from tagger.db import Item, Job, JobItem
 from tagger.jobs import create_job, end_delivery, hand_over, record_outcomes, start_delivery
 from tagger.progress import describe_jobs
+from tagger.states import JobKind
 
 
 def _job(session_factory, n=6):
@@ -17,7 +18,11 @@ def _job(session_factory, n=6):
         s.add_all([Item(item_id=f"i{k}", image_uri=f"/x/{k}.jpg") for k in range(n)])
         s.flush()
         return create_job(
-            session=s, kind="import", source="t", item_ids=[f"i{k}" for k in range(n)], batch_size=3
+            session=s,
+            kind=JobKind.IMPORT,
+            source="t",
+            item_ids=[f"i{k}" for k in range(n)],
+            batch_size=3,
         ).id
 
 
@@ -139,7 +144,7 @@ def test_hand_over_closes_the_older_job_with_counters_that_add_up(session_factor
     with session_factory.begin() as s:
         record_outcomes(session=s, job_id=old, tagged=["i0", "i1"], failed=["i2"])
         new = create_job(
-            session=s, kind="retag", source="t", item_ids=["i3", "i4", "i5"], batch_size=3
+            session=s, kind=JobKind.RETAG, source="t", item_ids=["i3", "i4", "i5"], batch_size=3
         )
         assert hand_over(session=s, item_ids=["i3", "i4", "i5"], to_job_id=new.id) == {old: 3}
     with session_factory() as s:
@@ -168,7 +173,7 @@ def test_partial_hand_over_leaves_the_older_job_running(session_factory):
     """A job that still has pending items of its own stays open after a hand-over."""
     old = _job(session_factory)
     with session_factory.begin() as s:
-        new = create_job(session=s, kind="retag", source="t", item_ids=["i0"], batch_size=3)
+        new = create_job(session=s, kind=JobKind.RETAG, source="t", item_ids=["i0"], batch_size=3)
         hand_over(session=s, item_ids=["i0"], to_job_id=new.id)
     with session_factory() as s:
         job = s.get(Job, old)

@@ -9,14 +9,15 @@ import pytest
 from tagger.db import Job, utcnow
 from tagger.exceptions import UnknownJob
 from tagger.progress import job_snapshot, job_stats
+from tagger.states import JobKind, JobStatus
 
 
 def _job(**kw):
     now = utcnow()
     base = dict(
         id=1,
-        kind="import",
-        status="running",
+        kind=JobKind.IMPORT,
+        status=JobStatus.RUNNING,
         total=100,
         done=40,
         failed=10,
@@ -51,7 +52,7 @@ def test_finished_job_is_never_stalled():
     old = utcnow() - timedelta(days=3)
     stats = job_stats(
         _job(
-            status="finished",
+            status=JobStatus.FINISHED,
             done=90,
             updated_at=old,
             finished_at=old,
@@ -66,7 +67,9 @@ def test_finished_job_is_never_stalled():
 def test_job_not_started_has_no_rate():
     """Before any batch ran there is no throughput to report."""
     stats = job_stats(
-        _job(status="queued", done=0, failed=0, started_at=None), now=utcnow(), stall_after=3600
+        _job(status=JobStatus.QUEUED, done=0, failed=0, started_at=None),
+        now=utcnow(),
+        stall_after=3600,
     )
     assert stats.rate is None and stats.eta_s is None and stats.remaining == 100
 

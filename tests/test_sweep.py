@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from tagger.db import Failure, Item, Job, JobItem, Tag, utcnow
 from tagger.jobs import create_job
 from tagger.settings import Settings
+from tagger.states import JobKind, JobStatus
 from tagger.sweep import plan_sweep
 from tests.factories import add_model_version
 
@@ -106,13 +107,15 @@ def _catalogue(session_factory):
                 ),
             ]
         )
-        busy = create_job(session=s, kind="import", source="t", item_ids=["busy"], batch_size=1)
+        busy = create_job(
+            session=s, kind=JobKind.IMPORT, source="t", item_ids=["busy"], batch_size=1
+        )
         stalled = create_job(
-            session=s, kind="import", source="t", item_ids=["stalled"], batch_size=1
+            session=s, kind=JobKind.IMPORT, source="t", item_ids=["stalled"], batch_size=1
         )
         s.flush()
         stalled_job = s.get(Job, stalled.id)
-        stalled_job.status, stalled_job.updated_at = "running", now - 3 * HOUR
+        stalled_job.status, stalled_job.updated_at = JobStatus.RUNNING, now - 3 * HOUR
         assert busy.id != stalled.id
 
 

@@ -8,6 +8,7 @@ from tagger.db import Failure, Item, Tag
 from tagger.exceptions import CorruptImage
 from tagger.jobs import create_job
 from tagger.scoring import Prediction
+from tagger.states import JobKind
 from tagger.tags import TagQuery, query_tags, save_batch
 from tests.factories import add_model_version
 
@@ -22,7 +23,11 @@ def _setup(session_factory, n=4):
         s.add_all([Item(item_id=f"i{k}", image_uri=f"/x/{k}.jpg") for k in range(n)])
         s.flush()
         return create_job(
-            session=s, kind="import", source="t", item_ids=[f"i{k}" for k in range(n)], batch_size=n
+            session=s,
+            kind=JobKind.IMPORT,
+            source="t",
+            item_ids=[f"i{k}" for k in range(n)],
+            batch_size=n,
         ).id
 
 

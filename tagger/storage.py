@@ -1,8 +1,7 @@
 """Image storage: the only module that speaks to S3 (boto3) or reads image files.
 
-URIs are ``s3://bucket/key`` (keys are taken literally, not percent-decoded, like the AWS
-CLI does), ``file:///abs/path`` (percent-decoded, as ``Path.as_uri()`` writes them) or a
-plain local path, absolute or relative to the working directory.
+Image URIs are parsed by :func:`tagger.uris.parse_uri` (s3://bucket/key, file:// or a
+local path).
 
 Per-item problems never raise out of :func:`fetch_many`; they come back as ItemError
 values so one bad image cannot fail a batch.
@@ -15,10 +14,8 @@ import os
 import re
 from collections.abc import Container, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import unquote, urlsplit
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import botocore.config
@@ -34,6 +31,7 @@ from tagger.exceptions import (
     StorageRejected,
     TooLarge,
 )
+from tagger.uris import ParsedUri, is_s3, parse_uri
 
 if TYPE_CHECKING:
     from tagger.settings import Settings
@@ -43,54 +41,7 @@ log = logging.getLogger(__name__)
 S3Client = Any  # boto3 clients are generated at run time; no stubs are installed
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif")
 
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _USERINFO = re.compile(r"//[^/@\s]+@")  # user:password@ in an endpoint URL
-
-
-@dataclass(frozen=True)
-class ParsedUri:
-    scheme: Literal["s3", "file"]
-    bucket: str | None = None  # s3 only
-    key: str | None = None  # s3 only
-    path: Path | None = None  # file only
-
-    def __str__(self) -> str:
-        return f"s3://{self.bucket}/{self.key}" if self.scheme == "s3" else str(self.path)
-
-
-def parse_uri(uri: str, *, allow_empty_key: bool = False) -> ParsedUri:
-    """Parse an image URI or path; ValueError with a clear message when unusable.
-
-    ``allow_empty_key`` accepts ``s3://bucket`` / ``s3://bucket/`` (a listing prefix).
-    """
-    if not uri or not uri.strip():
-        raise ValueError("empty image URI")
-    if "\x00" in uri:
-        raise ValueError(f"image URI contains a NUL byte: {uri!r}")
-    m = _SCHEME.match(uri)
-    if m is None:
-        if uri.startswith("file:"):
-            raise ValueError(f"file URIs must be file:///absolute/path, got {uri!r}")
-        return ParsedUri("file", path=Path(uri))
-    scheme = m.group(1).lower()
-    if scheme == "s3":
-        bucket, _, key = uri[m.end() :].partition("/")
-        if not bucket or not _BUCKET.match(bucket):
-            raise ValueError(f"bad S3 bucket name in {uri!r}; expected s3://bucket/key")
-        if not key and not allow_empty_key:
-            raise ValueError(f"S3 URI has no object key: {uri!r}; expected s3://bucket/key")
-        return ParsedUri("s3", bucket=bucket, key=key)
-    if scheme == "file":
-        parts = urlsplit(uri)
-        if parts.netloc not in ("", "localhost"):
-            raise ValueError(f"file URI names a remote host {parts.netloc!r}: {uri!r}")
-        if not parts.path.startswith("/"):
-            raise ValueError(f"file URIs must be file:///absolute/path, got {uri!r}")
-        return ParsedUri("file", path=Path(unquote(parts.path)))
-    raise ValueError(
-        f"unsupported URI scheme {scheme!r} in {uri!r}; use s3://bucket/key or a local path"
-    )
 
 
 def make_s3_client(settings: Settings) -> S3Client:
@@ -151,7 +102,7 @@ def fetch_many(
     URIs and no client. Duplicate URIs are fetched once.
     """
     unique = list(dict.fromkeys(uris))
-    if s3_client is None and any(u[:5].lower() == "s3://" for u in unique):
+    if s3_client is None and any(is_s3(u, any_case=True) for u in unique):
         raise ConfigError("s3:// image URIs need an S3 client (see make_s3_client)")
     if not unique:
         return {}

@@ -1,4 +1,4 @@
-"""Storage: URI parsing, fetching from the moto S3 server and local files, listing, failures.
+"""Storage: fetching from the moto S3 server and local files, listing, failures.
 
 S3 is moto's server over HTTP (tests/conftest.py). Faults moto cannot produce (503
 SlowDown, 403, a stalled or reset body) come from the fault proxy in front of it
@@ -25,14 +25,8 @@ from tagger.exceptions import (
     TooLarge,
 )
 from tagger.settings import Settings
-from tagger.storage import (
-    ParsedUri,
-    classify_error,
-    fetch_fingerprint,
-    fetch_many,
-    make_s3_client,
-    parse_uri,
-)
+from tagger.storage import classify_error, fetch_fingerprint, fetch_many, make_s3_client
+from tagger.uris import ParsedUri, parse_uri
 from tests import faultproxy
 from tests.faultproxy import Deny, ResetBody, SlowDown, StallBody
 from tests.services import free_port
@@ -61,55 +55,6 @@ def fast_failing_client(endpoint: str, attempts: int = 1, read_timeout: float = 
             s3_read_timeout=read_timeout,
         )
     )
-
-
-# --- parse_uri / item_id_for (pure) -----------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("uri", "expected"),
-    [
-        ("s3://bucket/a/b.jpg", ParsedUri("s3", bucket="bucket", key="a/b.jpg")),
-        ("S3://bucket/robe été 1.jpg", ParsedUri("s3", bucket="bucket", key="robe été 1.jpg")),
-        ("s3://b.k-1/x%20y.jpg", ParsedUri("s3", bucket="b.k-1", key="x%20y.jpg")),
-        ("file:///data/img%20one.png", ParsedUri("file", path=Path("/data/img one.png"))),
-        ("file://localhost/data/x.png", ParsedUri("file", path=Path("/data/x.png"))),
-        ("/data/x.png", ParsedUri("file", path=Path("/data/x.png"))),
-        ("images/x.png", ParsedUri("file", path=Path("images/x.png"))),
-        ("./x:1.png", ParsedUri("file", path=Path("./x:1.png"))),
-    ],
-)
-def test_parse_uri_accepts_s3_file_and_plain_paths(uri, expected):
-    """s3:// keys are literal, file:// paths are percent-decoded, plain paths pass through."""
-    assert parse_uri(uri) == expected
-
-
-@pytest.mark.parametrize(
-    ("uri", "words"),
-    [
-        ("", "empty"),
-        ("   ", "empty"),
-        ("http://example.com/x.jpg", "unsupported URI scheme 'http'"),
-        ("gs://bucket/x.jpg", "unsupported URI scheme 'gs'"),
-        ("s3://", "bucket"),
-        ("s3://bucket", "no object key"),
-        ("s3://bucket/", "no object key"),
-        ("s3:///key.jpg", "bucket"),
-        ("file://server/share/x.jpg", "remote host"),
-        ("file:x.jpg", "file:///absolute/path"),
-        ("a\x00b.jpg", "NUL"),
-    ],
-)
-def test_parse_uri_rejects_unusable_uris(uri, words):
-    """Unsupported schemes, empty strings and s3 URIs without bucket/key are ValueErrors."""
-    with pytest.raises(ValueError, match=words):
-        parse_uri(uri)
-
-
-def test_parse_uri_allows_bucket_only_prefix_when_asked():
-    """A listing prefix may be a whole bucket."""
-    assert parse_uri("s3://bucket", allow_empty_key=True) == ParsedUri("s3", "bucket", "")
-    assert parse_uri("s3://bucket/", allow_empty_key=True).key == ""
 
 
 # --- make_s3_client ----------------------------------------------------------------------

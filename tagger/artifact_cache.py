@@ -10,12 +10,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tagger.exceptions import ArtifactError
 from tagger.storage import S3Client, iter_objects
+from tagger.uris import local_path, s3_folder
 
 _COMPLETE_MARKER = ".complete"
 
@@ -31,13 +31,14 @@ def resolve_artifact(uri: str, *, cache_dir: Path | str, s3_client: S3Client | N
     renamed into place (with a marker file written last), so concurrent workers on one
     host never load a half-downloaded artifact.
     """
-    parts = urlsplit(uri)
-    if parts.scheme in ("", "file"):
-        local = Path(unquote(parts.path) if parts.scheme == "file" else uri).expanduser()
+    local = local_path(uri)
+    if local is not None:
+        local = local.expanduser()
         if not local.is_dir():
             raise ArtifactError(f"artifact folder not found: {uri}")
         return local
-    if parts.scheme != "s3" or not parts.netloc:
+    folder = s3_folder(uri)
+    if folder is None:
         raise ArtifactError(f"unsupported artifact URI {uri!r}: use a path, file:// or s3://")
     if s3_client is None:
         # A bare boto3 client would ignore the configured endpoint and timeouts.
@@ -49,9 +50,7 @@ def resolve_artifact(uri: str, *, cache_dir: Path | str, s3_client: S3Client | N
     if (target / _COMPLETE_MARKER).is_file():
         return target
 
-    bucket = parts.netloc
-    # A trailing slash keeps s3://b/model-1 from also matching s3://b/model-10/...
-    prefix = parts.path.lstrip("/").rstrip("/") + "/" if parts.path.strip("/") else ""
+    bucket, prefix = folder  # prefix ends in "/" (or is ""): model-1 skips model-10/
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tagger.exceptions import CatalogueError
+from tagger.uris import is_file_url, is_s3, looks_like_url, s3_names_object
 
 MAX_ITEM_ID = 255
 
@@ -103,17 +104,19 @@ def validate(
             raise CatalogueError(
                 f"image_uri is empty for item {item_id!r}", line=line, source=source
             )
-        if "://" in uri and not uri.startswith(("s3://", "file://")):
+        # Looser than storage's parse_uri on purpose: rows are refused here only for what
+        # is wrong with the whole import; storage reports other bad URIs per item.
+        if looks_like_url(uri) and not (is_s3(uri) or is_file_url(uri)):
             raise CatalogueError(
                 f"image_uri {uri!r} of item {item_id!r}: only s3:// and local paths are supported",
                 line=line,
                 source=source,
             )
-        if uri.startswith("s3://") and "/" not in uri[5:].strip("/"):
+        if is_s3(uri) and not s3_names_object(uri):
             raise CatalogueError(
                 f"image_uri {uri!r} of item {item_id!r} has no object key", line=line, source=source
             )
-        if "://" not in uri and base_dir is not None and not Path(uri).is_absolute():
+        if not looks_like_url(uri) and base_dir is not None and not Path(uri).is_absolute():
             uri = str((base_dir / uri).resolve())  # relative paths are relative to the file
         if item_id in seen:
             raise CatalogueError(

@@ -28,6 +28,7 @@ from tagger.registry import get_active_model_version
 from tagger.settings import Settings
 from tagger.storage import fetch_many, make_s3_client
 from tagger.tags import save_batch
+from tagger.uris import is_s3
 
 if TYPE_CHECKING:
     from tagger.model import TaggerModel
@@ -96,7 +97,7 @@ class BatchTagger:
                 path = resolve_artifact(
                     version.artifact_uri,
                     cache_dir=self.settings.model_cache_dir,
-                    s3_client=self.s3_client if version.artifact_uri.startswith("s3://") else None,
+                    s3_client=self.s3_client if is_s3(version.artifact_uri) else None,
                 )
                 previous = self._model.version if self._model else None
                 self._model = load_model(path, version=version.version)

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from tagger.db import ModelVersion, Tag, utcnow
 from tagger.exceptions import UnknownModelVersion
 from tagger.settings import Settings
+from tagger.uris import is_s3
 
 
 @dataclass(frozen=True)
@@ -109,13 +110,13 @@ def register_artifact(
     from tagger.artifacts import artifact_fingerprint, read_artifact_info
     from tagger.storage import make_s3_client
 
-    s3 = make_s3_client(settings) if uri.startswith("s3://") else None
+    s3 = make_s3_client(settings) if is_s3(uri) else None
     path = resolve_artifact(uri, cache_dir=settings.model_cache_dir, s3_client=s3)
     info = read_artifact_info(path)
     return register_model_version(
         session=session,
         version=version or artifact_fingerprint(path),
-        artifact_uri=uri if uri.startswith("s3://") else str(path.resolve()),
+        artifact_uri=uri if is_s3(uri) else str(path.resolve()),
         gender_labels=info.labels["gender"],
         product_labels=info.labels["product"],
         image_size=int(info.config["image_size"]),

@@ -8,6 +8,7 @@ from pathlib import Path
 from tagger.catalogue import CatalogueItem, read_catalogue
 from tagger.exceptions import CatalogueError
 from tagger.settings import Settings
+from tagger.uris import is_s3
 
 
 def load_items(
@@ -18,7 +19,7 @@ def load_items(
     from tagger.storage import make_s3_client
 
     if s3_prefix is not None:
-        if not s3_prefix.startswith("s3://"):
+        if not is_s3(s3_prefix):
             raise CatalogueError(f"--s3-prefix must start with s3://, got {s3_prefix!r}")
         listed = list_images(s3_prefix, s3_client=make_s3_client(settings))
         source = s3_prefix

@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
 from tagger.artifacts import CAPTION_INPUT, GENDER_HEAD, IMAGE_INPUT, PRODUCT_HEAD
 from tagger.images import decode_image
+from tagger.uris import file_url_path, looks_like_url, url_scheme
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -147,12 +147,13 @@ def _example(row: dict, line: int, layout: str, images_dir: Path, source: str) -
 def _local_image(uri: str, images_dir: Path, where: str) -> Path:
     if not uri:
         raise DataError(f"{where}: image_uri is empty")
-    parts = urlsplit(uri)
-    if parts.scheme == "file":
-        return Path(unquote(parts.path))
-    if "://" in uri:
+    path = file_url_path(uri)
+    if path is not None:
+        return path
+    # Any other "://" is remote (or a typo); a bare "name:x.jpg" is still a file name here.
+    if looks_like_url(uri):
         raise DataError(
-            f"{where}: {parts.scheme}:// images are not read by the trainer; copy them to a "
+            f"{where}: {url_scheme(uri)}:// images are not read by the trainer; copy them to a "
             "local folder first (e.g. aws s3 sync) and point image_uri at the files"
         )
     return Path(uri) if Path(uri).is_absolute() else images_dir / uri

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from tagger import uris
 from train.model import GENDER_LABELS, PRODUCT_LABELS
 
 LABELS_FILE = "labels_front.csv"
@@ -398,13 +399,10 @@ def upload(out_dir: Path | str, s3_uri: str, s3_client) -> int:
     Uploads ``labels_front.csv``, ``selected_images/*`` and a ``catalogue.csv`` whose
     ``image_uri`` column points at the uploaded images, ready for ``tagger import``.
     """
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(s3_uri)
-    if parts.scheme != "s3" or not parts.netloc:
+    folder = uris.s3_folder(s3_uri)
+    if folder is None:
         raise ValueError(f"expected s3://bucket/prefix/, got {s3_uri!r}")
-    bucket, prefix = parts.netloc, parts.path.strip("/")
-    prefix = f"{prefix}/" if prefix else ""
+    bucket, prefix = folder  # prefix ends in "/" (or is "" for the bucket's root)
     out_dir = Path(out_dir)
     count = 0
     for image in sorted((out_dir / IMAGES_DIR).iterdir()):
@@ -419,7 +417,7 @@ def upload(out_dir: Path | str, s3_uri: str, s3_client) -> int:
     writer.writerow(CATALOGUE_COLUMNS)
     for r in rows:
         writer.writerow(
-            [r["image_id"], f"s3://{bucket}/{prefix}{IMAGES_DIR}/{r['path']}", r["caption"]]
+            [r["image_id"], uris.s3_uri(bucket, f"{prefix}{IMAGES_DIR}/{r['path']}"), r["caption"]]
         )
     s3_client.put_object(
         Bucket=bucket, Key=f"{prefix}{CATALOGUE_FILE}", Body=buf.getvalue().encode("utf-8")

@@ -15,11 +15,12 @@ from tagger.storage import (
     IMAGE_EXTENSIONS,
     S3Client,
     error_code,
+    iter_objects,
     local_fingerprint,
-    parse_uri,
     s3_fingerprint,
     storage_error,
 )
+from tagger.uris import as_folder, parse_uri, s3_uri
 
 
 @dataclass(frozen=True)
@@ -61,24 +62,21 @@ def list_images(
         return
     if s3_client is None:
         raise ConfigError("listing s3:// needs an S3 client (see make_s3_client)")
-    prefix = _folder(parsed.key or "")
-    pagination = {"PageSize": page_size} if page_size else {}
-    pages = s3_client.get_paginator("list_objects_v2").paginate(
-        Bucket=parsed.bucket, Prefix=prefix, PaginationConfig=pagination
-    )
+    assert parsed.bucket is not None  # parse_uri always names a bucket for s3
+    bucket = parsed.bucket
+    prefix = as_folder(parsed.key or "")
     try:
-        for page in pages:
-            for obj in page.get("Contents", []):
-                key = obj["Key"]
-                rel = key[len(prefix) :]
-                if _wanted(rel, exts):
-                    yield ListedImage(
-                        uri=f"s3://{parsed.bucket}/{key}",
-                        key=key,
-                        item_id=item_id_for(key, prefix),
-                        size=obj["Size"],
-                        etag=obj["ETag"].strip('"'),
-                    )
+        for obj in iter_objects(s3_client, bucket=bucket, prefix=prefix, page_size=page_size):
+            key = obj["Key"]
+            rel = key[len(prefix) :]
+            if _wanted(rel, exts):
+                yield ListedImage(
+                    uri=s3_uri(bucket, key),
+                    key=key,
+                    item_id=item_id_for(key, prefix),
+                    size=obj["Size"],
+                    etag=obj["ETag"].strip('"'),
+                )
     except ClientError as e:
         if error_code(e) == "NoSuchBucket":
             raise ConfigError(f"S3 bucket {parsed.bucket!r} does not exist") from None
@@ -93,7 +91,7 @@ def item_id_for(key_or_path: str, prefix: str) -> str:
     ``item_id_for("cat/2024/dresses/123.jpg", "cat/2024/") == "dresses/123"``; a prefix
     without a trailing "/" is the same folder. ValueError if the key is not under it.
     """
-    base = _folder(prefix)
+    base = as_folder(prefix)
     if not key_or_path.startswith(base) or len(key_or_path) == len(base):
         raise ValueError(f"{key_or_path!r} is not under {prefix!r}")
     rel = key_or_path[len(base) :]
@@ -138,7 +136,3 @@ def _wanted(rel: str, exts: tuple[str, ...]) -> bool:
     if any(part.startswith(".") for part in rel.split("/")):
         return False
     return rel.lower().endswith(exts)
-
-
-def _folder(prefix: str) -> str:
-    return prefix if not prefix or prefix.endswith("/") else prefix + "/"

@@ -1,0 +1,5 @@
+"""`python -m tagger.cli`: the same as the `tagger` console script."""
+
+from tagger.cli import main
+
+main()

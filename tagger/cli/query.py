@@ -1,0 +1,130 @@
+"""`tagger tags` and `tagger jobs`: reading tags and following jobs."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import click
+
+from tagger.cli.context import Context, pass_ctx
+from tagger.output import format_option
+
+
+@click.group("tags", invoke_without_command=True)
+@click.option("--gender")
+@click.option("--product-type")
+@click.option("--min-score", type=click.FloatRange(0, 1))
+@click.option("--item", "item_id")
+@click.option("--job", "job_id", type=int)
+@click.option("--model-version", help="That version's tags instead of the current ones.")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), help="UTC.")
+@click.option("--limit", type=click.IntRange(1))
+@format_option
+@click.pass_context
+def tags(click_ctx: click.Context, fmt: str, **filters) -> None:
+    """Current tags per item (the current_tags view), filtered. `tags prune` drops old ones."""
+    if click_ctx.invoked_subcommand is not None:
+        return
+    from tagger.jobs import get_job
+    from tagger.output import TAG_COLUMNS, render
+    from tagger.registry import get_model_version
+    from tagger.tags import TagQuery, query_tags
+
+    ctx = click_ctx.ensure_object(Context)
+    since: datetime | None = filters.pop("since")
+    if since is not None:
+        since = since.replace(tzinfo=timezone.utc)
+    query = TagQuery(**filters, since=since)
+    with ctx.sessions() as session:
+        if query.job_id is not None:
+            get_job(session=session, job_id=query.job_id)
+        if query.model_version is not None:
+            get_model_version(session=session, version=query.model_version)
+        rows = query_tags(session=session, query=query)
+    render(rows, columns=TAG_COLUMNS, fmt=fmt)
+
+
+@tags.command("prune")
+@click.option(
+    "--keep",
+    type=click.IntRange(1),
+    required=True,
+    help="Tags to keep per item (its current tag is always kept).",
+)
+@pass_ctx
+def tags_prune(ctx: Context, keep: int) -> None:
+    """Delete old tag rows: keep each item's KEEP most relevant tags."""
+    from tagger.tags import prune_tags
+
+    with ctx.sessions.begin() as session:
+        deleted = prune_tags(session=session, keep=keep)
+    click.echo(f"pruned {deleted} tag rows (kept {keep} per item)", err=True)
+
+
+@click.command("jobs")
+@click.argument("args", nargs=-1)
+@format_option
+@click.option("--interval", type=click.FloatRange(0.1), default=1.0, help="Seconds, for watch.")
+@click.pass_context
+def jobs(click_ctx: click.Context, args: tuple[str, ...], fmt: str, interval: float) -> None:
+    """`jobs` lists jobs, `jobs ID` shows one with failures by reason, `jobs watch ID`
+    shows a live progress bar until the job ends, `jobs resume ID` queues the job's
+    pending items again now (after Redis was down, or when the job stalled)."""
+    from tagger.output import render
+    from tagger.progress import describe_jobs
+    from tagger.states import STALLED
+
+    ctx = click_ctx.ensure_object(Context)
+    if args and args[0] in ("watch", "resume"):
+        if len(args) != 2 or not args[1].isdigit():
+            raise click.UsageError(f"usage: tagger jobs {args[0]} ID")
+        if args[0] == "resume":
+            _resume(ctx, int(args[1]))
+        elif _watch(ctx, int(args[1]), interval=interval) == STALLED:
+            click_ctx.exit(3)
+        return
+    if len(args) > 1 or (args and not args[0].isdigit()):
+        raise click.UsageError(
+            "usage: tagger jobs [ID] | tagger jobs watch ID | tagger jobs resume ID"
+        )
+    job_id = int(args[0]) if args else None
+    with ctx.sessions() as session:
+        rows = describe_jobs(session=session, stall_after=ctx.settings.stall_after, job_id=job_id)
+    render(rows, columns=list(rows[0]) if rows else ["id"], fmt=fmt)
+
+
+def _watch(ctx: Context, job_id: int, *, interval: float) -> str:
+    """`tagger jobs watch ID`: a live bar until the job ends, then a summary; returns the
+    job's last state (stalled when it stopped making progress)."""
+    from tagger.jobs import failure_counts
+    from tagger.output import watch_bar, watch_summary
+    from tagger.progress import JobSnapshot, job_snapshot
+
+    def poll() -> JobSnapshot:
+        with ctx.sessions() as session:
+            return job_snapshot(
+                session=session, job_id=job_id, stall_after=ctx.settings.stall_after
+            )
+
+    last = watch_bar(poll, poll(), interval=interval)  # UnknownJob before any bar is drawn
+    with ctx.sessions() as session:
+        reasons = failure_counts(session=session, job_id=job_id)
+    for line in watch_summary(last, reasons):
+        click.echo(line)
+    return last.stats.state
+
+
+def _resume(ctx: Context, job_id: int) -> None:
+    """`tagger jobs resume ID`: the job's pending items, published again."""
+    from tagger.enqueue import resume_job
+    from tagger.output import progress_bar, resume_summary
+
+    with progress_bar() as on_sent:
+        done = resume_job(
+            app=ctx.app,
+            settings=ctx.settings,
+            sessions=ctx.sessions,
+            job_id=job_id,
+            on_sent=on_sent,
+        )
+    click.echo(resume_summary(done), err=True)

@@ -1,4 +1,6 @@
-"""docker-compose.yml and the Dockerfile, checked without a Docker engine or the network.
+"""docker-compose.yml, checked without a Docker engine or the network: against the Compose
+schema, against itself (dependencies, volumes, credentials), and against what it relies on:
+tagger's Settings, its CLI and the Dockerfile (whose own checks are in test_dockerfile.py).
 
 The schema in tests/data/compose-spec.json is the Compose Specification JSON schema that
 Docker Compose itself validates files with. It was taken from the `docker-compose`
@@ -28,12 +30,10 @@ check runs as well; it needs no engine.
 from __future__ import annotations
 
 import copy
-import fnmatch
 import hashlib
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -41,14 +41,17 @@ from typing import Any
 
 import jsonschema
 import pytest
-import yaml
 
 from tagger.settings import Settings
+from tests import dockerfile
+from tests.compose_file import (
+    COMPOSE_FILE,
+    command_args,
+    depends_on,
+    environment,
+    load_compose,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-COMPOSE_FILE = ROOT / "docker-compose.yml"
-DOCKERFILE = ROOT / "Dockerfile"
-DOCKERIGNORE = ROOT / ".dockerignore"
 SCHEMA_FILE = Path(__file__).resolve().parent / "data" / "compose-spec.json"
 SCHEMA_SHA256 = "89f4bdc4ba651ff024118917a7cdb67d9d78c1af4bab9b12ec2fc85f5b7d90d3"
 
@@ -60,53 +63,6 @@ REQUIRED_TAGGER_ENV = (
     "TAGGER_S3_ENDPOINT_URL",
     "TAGGER_MODEL_CACHE_DIR",
 )
-
-# Compose interpolation: $$ is a literal $; ${VAR}, ${VAR:-default}, ${VAR-default},
-# ${VAR:?error}, ${VAR?error}, ${VAR:+alt}, ${VAR+alt}; bare $VAR.
-_VAR = re.compile(
-    r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
-    r"|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)"
-)
-
-
-class UnsetVariable(LookupError):
-    pass
-
-
-def interpolate(value: Any, env: dict[str, str]) -> Any:
-    """Compose's variable substitution applied to every string in a loaded file."""
-    if isinstance(value, dict):
-        return {k: interpolate(v, env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [interpolate(v, env) for v in value]
-    if not isinstance(value, str):
-        return value
-
-    def sub(m: re.Match[str]) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        name = m.group("name") or m.group("bare")
-        op, arg = m.group("op"), m.group("arg")
-        is_set = name in env
-        is_nonempty = bool(env.get(name))
-        if op in (":-", "-"):
-            use_default = not is_nonempty if op == ":-" else not is_set
-            return arg if use_default else env[name]
-        if op in (":+", "+"):
-            present = is_nonempty if op == ":+" else is_set
-            return arg if present else ""
-        if op in (":?", "?") and not (is_nonempty if op == ":?" else is_set):
-            raise UnsetVariable(f"${{{name}}} is required: {arg}")
-        if not is_set:
-            raise UnsetVariable(f"${{{name}}} has no default")
-        return env[name]
-
-    return _VAR.sub(sub, value)
-
-
-def load_compose(env: dict[str, str] | None = None) -> dict[str, Any]:
-    raw = yaml.safe_load(COMPOSE_FILE.read_text())  # resolves anchors and `<<` merges
-    return interpolate(raw, env or {})
 
 
 @pytest.fixture(scope="module")
@@ -122,26 +78,6 @@ def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 @pytest.fixture(scope="module")
 def schema() -> dict[str, Any]:
     return json.loads(SCHEMA_FILE.read_text())
-
-
-def depends_on(service: dict[str, Any]) -> dict[str, str]:
-    """depends_on as {service: condition}, for both the list and the mapping syntax."""
-    deps = service.get("depends_on") or {}
-    if isinstance(deps, list):
-        return dict.fromkeys(deps, "service_started")
-    return {name: spec.get("condition", "service_started") for name, spec in deps.items()}
-
-
-def environment(service: dict[str, Any]) -> dict[str, str]:
-    env = service.get("environment") or {}
-    if isinstance(env, list):
-        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
-    return {k: "" if v is None else str(v) for k, v in env.items()}
-
-
-def command_args(service: dict[str, Any]) -> list[str]:
-    cmd = service.get("command") or []
-    return shlex.split(cmd) if isinstance(cmd, str) else [str(c) for c in cmd]
 
 
 def schema_errors(schema: dict[str, Any], document: dict[str, Any]) -> list[str]:
@@ -220,17 +156,6 @@ def test_migrate_runs_once_before_workers_and_beat(services):
         assert depends_on(services[name]).get("migrate") == "service_completed_successfully", name
 
 
-def test_workers_wait_for_healthy_backing_services(services):
-    """Workers start only once Postgres, Redis and MinIO report healthy; beat once Redis does."""
-    for name in WORKER_SERVICES:
-        deps = depends_on(services[name])
-        for backing in ("postgres", "redis", "minio"):
-            assert deps.get(backing) == "service_healthy", f"{name} -> {backing}"
-        assert command_args(services[name])[:1] == ["worker"]
-    assert depends_on(services["beat"]).get("redis") == "service_healthy"
-    assert command_args(services["beat"])[:1] == ["beat"]
-
-
 def test_long_running_services_are_health_gated(services):
     """Each long-running service has a healthcheck or depends only on healthy/completed ones."""
     gated = {"service_healthy", "service_completed_successfully"}
@@ -243,7 +168,8 @@ def test_long_running_services_are_health_gated(services):
 
 
 def test_redis_persists_queue_and_never_evicts(services):
-    """Redis runs with appendonly yes and maxmemory-policy noeviction, on a volume."""
+    """Redis runs with appendonly yes and maxmemory-policy noeviction, on a volume, as the
+    README says compose does: queued batches survive a restart and are never evicted."""
     redis = services["redis"]
     args = command_args(redis)
     assert args[0] == "redis-server"
@@ -322,18 +248,23 @@ def test_workers_keep_model_cache_on_a_volume(services):
         assert cache_dir in targets, f"{name}: {cache_dir} not a mount target"
 
 
-def test_gpu_worker_reserves_one_nvidia_gpu_under_gpu_profile(services):
-    """worker-gpu is opt-in (profile gpu), builds the GPU image, runs one worker process
-    and reserves one NVIDIA GPU; the CPU worker starts by default."""
-    gpu = services["worker-gpu"]
-    assert gpu["profiles"] == ["gpu"]
-    assert "profiles" not in services["worker"]
-    assert gpu["build"]["args"]["TENSORFLOW_VARIANT"] == "gpu"
-    assert services["worker"]["build"]["args"]["TENSORFLOW_VARIANT"] == "cpu"
-    assert gpu["image"] != services["worker"]["image"]
-    assert environment(gpu)["TAGGER_WORKER_CONCURRENCY"] == "1"
-    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
-    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+def test_gpu_worker_is_opt_in_and_builds_its_own_image(services):
+    """As the README runs them: `docker compose up` starts the CPU worker, worker-gpu needs
+    `--profile gpu` and reserves an NVIDIA GPU. The two builds pass TENSORFLOW_VARIANT
+    values the Dockerfile accepts and tag different images, so neither overwrites the other."""
+    gpu, cpu = services["worker-gpu"], services["worker"]
+    assert gpu["profiles"] == ["gpu"] and "profiles" not in cpu
+    runs = " ".join(a for op, a in dockerfile.instructions() if op == "RUN")
+    accepted = re.search(r'case "\$TENSORFLOW_VARIANT" in\s+([\w|]+)\)', runs)
+    assert accepted, "the Dockerfile no longer checks TENSORFLOW_VARIANT"
+    variants = (
+        cpu["build"]["args"]["TENSORFLOW_VARIANT"],
+        gpu["build"]["args"]["TENSORFLOW_VARIANT"],
+    )
+    assert variants == ("cpu", "gpu") and set(variants) <= set(accepted.group(1).split("|"))
+    assert gpu["image"] != cpu["image"]
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
 
 
 def test_docker_compose_config_accepts_the_file(tmp_path):
@@ -357,137 +288,31 @@ def test_docker_compose_config_accepts_the_file(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
-# --- Dockerfile ----------------------------------------------------------------------
+# --- against the Dockerfile and the CLI ---------------------------------------------
 
 
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, with continuation lines joined and comments dropped."""
-    logical: list[str] = []
-    pending = ""
-    for line in DOCKERFILE.read_text().splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue  # comment lines may sit inside a continuation
-        if stripped.endswith("\\"):
-            pending += stripped[:-1] + " "
-            continue
-        logical.append(pending + stripped)
-        pending = ""
-    if pending:
-        logical.append(pending)
-    return [(s.split(None, 1)[0].upper(), s.split(None, 1)[1]) for s in logical]
+def test_tagger_services_run_real_tagger_commands(services):
+    """The command each tagger service gives the image's `tagger` entrypoint names a CLI
+    command and its options parse: migrate upgrades the schema, workers work, beat beats."""
+    ran = {name: dockerfile.cli_command(command_args(services[name])) for name in TAGGER_SERVICES}
+    assert ran == {
+        "migrate": "db upgrade",
+        "worker": "worker",
+        "worker-gpu": "worker",
+        "beat": "beat",
+    }
 
 
-def dockerignore_excludes(path: str) -> bool:
-    """Whether .dockerignore keeps PATH (or a folder above it) out of the build context."""
-    patterns = [
-        p.strip()
-        for p in DOCKERIGNORE.read_text().splitlines()
-        if p.strip() and not p.strip().startswith("#")
-    ]
-    parts = path.split("/")
-    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    excluded = False
-    for pattern in patterns:
-        negate = pattern.startswith("!")
-        pattern = pattern.lstrip("!").strip("/")
-        candidates = [pattern, pattern[3:]] if pattern.startswith("**/") else [pattern]
-        if any(fnmatch.fnmatchcase(p, c) for p in prefixes for c in candidates):
-            excluded = not negate
-    return excluded
-
-
-def test_dockerfile_entrypoint_is_tagger_with_worker_default():
-    """The image is python:3.11-slim, runs `tagger` as entrypoint, and `worker` by default."""
-    instructions = dockerfile_instructions()
-    froms = [args for op, args in instructions if op == "FROM"]
-    assert froms[0].split()[0] == "python:3.11-slim"
-    assert [json.loads(a) for op, a in instructions if op == "ENTRYPOINT"][-1] == ["tagger"]
-    assert [json.loads(a) for op, a in instructions if op == "CMD"][-1] == ["worker"]
-
-
-def test_dockerfile_runs_as_non_root_user():
-    """The last USER is a named non-root user that the Dockerfile creates."""
-    instructions = dockerfile_instructions()
-    users = [args.split(":")[0] for op, args in instructions if op == "USER"]
-    assert users and users[-1] not in ("root", "0")
-    assert any(op == "RUN" and "useradd" in a and users[-1] in a for op, a in instructions)
-
-
-def dockerfile_stages() -> dict[str, list[tuple[str, str]]]:
-    """{stage name: its instructions after FROM}, in file order."""
-    stages: dict[str, list[tuple[str, str]]] = {}
-    current: list[tuple[str, str]] = []
-    for op, args in dockerfile_instructions():
-        if op == "FROM":
-            words = args.split()
-            assert len(words) == 3 and words[1].upper() == "AS", f"unnamed stage: FROM {args}"
-            current = stages.setdefault(words[2], [])
-        else:
-            current.append((op, args))
-    return stages
-
-
-def test_dockerfile_copies_existing_files_the_context_keeps():
-    """Every COPY source exists, and the package, its migrations and pyproject's files are
-    not excluded by .dockerignore."""
-    for op, args in dockerfile_instructions():
-        if op != "COPY" or "--from=" in args:
-            continue  # COPY --from copies out of another stage, not the build context
-        sources = [a for a in args.split()[:-1] if not a.startswith("--")]
-        for source in sources:
-            assert (ROOT / source).exists(), f"COPY source {source} does not exist"
-            if source != ".":
-                assert not dockerignore_excludes(source), f"{source} is dockerignored"
-    needed = ["pyproject.toml", "README.md", "tagger/cli.py", "tagger/migrations/env.py", "train"]
-    assert [p for p in needed if dockerignore_excludes(p)] == []
-    for heavy in (".venv", ".git", "demo", "tagger.db", "tagger/__pycache__"):
-        assert dockerignore_excludes(heavy), f"{heavy} should stay out of the build context"
-
-
-def test_dockerfile_installs_dependencies_before_the_project_as_a_plain_wheel():
-    """pyproject's dependencies go in first (cache), then the project's wheel, non-editable."""
-    # The migrations are package data now; the build checks tagger.db.MIGRATIONS_DIR came along.
-    instructions = dockerfile_stages()["service"]
-    copies = [i for i, (op, a) in enumerate(instructions) if op == "COPY"]
-    deps_install = next(
-        i for i, (op, a) in enumerate(instructions) if op == "RUN" and "pip install -r" in a
-    )
-    assert [instructions[i][1] for i in copies if i < deps_install] == ["pyproject.toml ./"]
-    assert '["project"]["dependencies"]' in instructions[deps_install][1]
-    copy_wheel = next(i for i in copies if instructions[i][1].startswith("--from=build "))
-    project_install = next(
-        i for i, (op, a) in enumerate(instructions) if op == "RUN" and "pip install --no-deps" in a
-    )
-    assert deps_install < copy_wheel < project_install
-    assert ".whl" in instructions[project_install][1]
-    assert "MIGRATIONS_DIR" in instructions[project_install][1]
-    assert not any(
-        op == "RUN" and re.search(r"pip install\b.*\s(-e|--editable)\b", a)
-        for op, a in dockerfile_instructions()
-    )
-
-
-def test_dockerfile_default_target_is_the_worker_and_trainer_adds_the_train_extra():
-    """The default (last) stage is the bare `worker`; `trainer` adds pyproject's `train` extra."""
-    stages = dockerfile_stages()
-    froms = [a.split() for op, a in dockerfile_instructions() if op == "FROM"]
-    assert froms[-1] == ["service", "AS", "worker"]
-    assert ["service", "AS", "trainer"] in froms
-    assert not any("optional-dependencies" in a for _, a in stages["service"] + stages["worker"])
-    assert any(
-        op == "RUN" and '["optional-dependencies"]["train"]' in a and "pip install -r" in a
-        for op, a in stages["trainer"]
-    )
-    assert [a for op, a in stages["trainer"] if op == "USER"][-1] == "tagger"
-
-
-def test_compose_build_args_are_declared_in_dockerfile(services):
-    """Every build arg docker-compose.yml passes is an ARG in the Dockerfile, and the GPU
-    variant installs tensorflow[and-cuda]."""
-    declared = {a.split("=", 1)[0].strip() for op, a in dockerfile_instructions() if op == "ARG"}
+def test_compose_builds_name_a_dockerfile_stage_and_its_args(services):
+    """Every build in docker-compose.yml names its target, a stage of the Dockerfile (the
+    tagger services the bare `worker` one, not the trainer), and passes only ARGs the
+    Dockerfile declares; the GPU variant installs tensorflow[and-cuda]."""
+    stages = dockerfile.stages()
+    declared = {a.split("=", 1)[0].strip() for op, a in dockerfile.instructions() if op == "ARG"}
     for name, service in services.items():
         build = service.get("build")
         if isinstance(build, dict):
+            assert build.get("target") in stages, f"{name}: target {build.get('target')!r}"
             assert set(build.get("args", {})) <= declared, name
-    assert "tensorflow[and-cuda]" in DOCKERFILE.read_text()
+    assert {services[name]["build"]["target"] for name in TAGGER_SERVICES} == {"worker"}
+    assert "tensorflow[and-cuda]" in dockerfile.DOCKERFILE.read_text()

@@ -34,7 +34,7 @@ class ListedImage:
 
     @property
     def fingerprint(self) -> str:
-        """Same value :func:`fetch_fingerprint` gives for this object."""
+        """What tagger stores as the image's fingerprint: a change means a new image."""
         if self.etag is not None:
             return s3_fingerprint(self.etag, self.size)
         return local_fingerprint(self.mtime_ns or 0, self.size)

@@ -153,34 +153,6 @@ def fetch_one(uri: str, *, s3_client: S3Client | None, max_bytes: int) -> bytes:
     return _fetch_local(parsed.path, max_bytes)
 
 
-def fetch_fingerprint(uri: str, *, s3_client: S3Client | None) -> str | None:
-    """ETag+size (s3, via HEAD) or mtime+size (local) of the image; None if it is missing.
-
-    Raises StorageError (or its permanent subclasses AccessDenied / StorageRejected, as
-    :func:`classify_error` decides) when storage does not answer, ValueError for a bad URI.
-    """
-    parsed = parse_uri(uri)
-    if parsed.scheme == "file":
-        assert parsed.path is not None
-        try:
-            st = parsed.path.stat()
-        except FileNotFoundError:
-            return None
-        except OSError as e:
-            raise StorageError(f"cannot stat {parsed.path}: {e.strerror or e}") from None
-        return local_fingerprint(st.st_mtime_ns, st.st_size)
-    if s3_client is None:
-        raise ConfigError("s3:// image URIs need an S3 client (see make_s3_client)")
-    try:
-        head = s3_client.head_object(Bucket=parsed.bucket, Key=parsed.key)
-    except _S3_FAILURES as e:
-        err = classify_error(e, parsed)
-        if isinstance(err, MissingImage):
-            return None
-        raise err from None
-    return s3_fingerprint(head["ETag"], head["ContentLength"])
-
-
 def _fetch_s3(client: S3Client, parsed: ParsedUri, max_bytes: int) -> bytes:
     try:
         resp = client.get_object(Bucket=parsed.bucket, Key=parsed.key)

@@ -160,15 +160,6 @@ def _tag_select(query: TagQuery):
     return stmt, c
 
 
-def list_failures(*, session: Session, job_id: int | None = None) -> list[Failure]:
-    stmt = sa.select(Failure).order_by(Failure.item_id)
-    if job_id is not None:
-        stmt = stmt.where(
-            Failure.item_id.in_(sa.select(JobItem.item_id).where(JobItem.job_id == job_id))
-        )
-    return list(session.scalars(stmt))
-
-
 def prune_tags(*, session: Session, keep: int) -> int:
     """Delete all but each item's ``keep`` most relevant tags; returns rows deleted.
 

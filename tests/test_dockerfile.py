@@ -52,7 +52,8 @@ def test_dockerfile_copies_existing_files_the_context_keeps():
             assert (ROOT / source).exists(), f"COPY source {source} does not exist"
             if source != ".":
                 assert not dockerfile.dockerignore_excludes(source), f"{source} is dockerignored"
-    needed = ["pyproject.toml", "README.md", "tagger/cli.py", "tagger/migrations/env.py", "train"]
+    needed = ["pyproject.toml", "README.md", "tagger/cli/__init__.py", "tagger/migrations/env.py"]
+    needed.append("train")
     assert [p for p in needed if dockerfile.dockerignore_excludes(p)] == []
     for heavy in (".venv", ".git", "demo", "tagger.db", "tagger/__pycache__"):
         assert dockerfile.dockerignore_excludes(heavy), f"{heavy} should be dockerignored"

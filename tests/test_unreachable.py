@@ -280,17 +280,16 @@ def test_sqlite_that_cannot_be_opened_is_named():
 
 
 def test_s3_listing_head_and_artifact_download_name_the_endpoint(tmp_path):
-    """Listing, HEAD (fingerprints) and artifact downloads against a dead endpoint name S3."""
+    """Listing and artifact downloads against a dead endpoint name S3."""
     from tagger.artifact_cache import resolve_artifact
     from tagger.listing import list_images
     from tagger.service_errors import user_error
-    from tagger.storage import fetch_fingerprint, make_s3_client
+    from tagger.storage import make_s3_client
 
     s = _settings()
     client = make_s3_client(s)
     attempts = [
         lambda: list(list_images("s3://bucket/x/", s3_client=client)),
-        lambda: fetch_fingerprint("s3://bucket/x/1.jpg", s3_client=client),
         lambda: resolve_artifact("s3://bucket/model/", cache_dir=tmp_path, s3_client=client),
     ]
     for attempt in attempts:

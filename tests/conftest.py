@@ -4,8 +4,10 @@ around each test) and S3 (moto server over HTTP). Factories live in tests/factor
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 
 import boto3
 import pytest
@@ -103,3 +105,15 @@ def artifact(tmp_path_factory) -> str:
     from tests.factories import build_artifact
 
     return str(build_artifact(tmp_path_factory.mktemp("artifact") / "model", image_size=32))
+
+
+@pytest.fixture
+def tagger_cli(monkeypatch, capfd) -> Callable[..., subprocess.CompletedProcess]:
+    """``tagger_cli(env, *args)``: `tagger ARGS` run in this process (``tagger.cli.run``)
+    with exactly ``env`` as its environment while it runs, returning what
+    ``tests.processes.tagger`` returns for a process of its own (returncode, stdout, stderr)
+    without an interpreter start per command. Workers stay real processes (``start_worker``,
+    given their environment explicitly)."""
+    from tests.processes import tagger_here
+
+    return partial(tagger_here, monkeypatch, capfd)

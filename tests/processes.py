@@ -36,17 +36,22 @@ def tagger_here(
 ) -> subprocess.CompletedProcess:
     """`tagger ARGS` run in this process (``tagger.cli.run``) with exactly ``env`` as the
     environment, its output captured as ``tagger`` above returns it: no interpreter start,
-    no imports, so an error-mapping check takes milliseconds instead of seconds."""
+    no imports, so an error-mapping check takes milliseconds instead of seconds.
+
+    The test's own environment is back as soon as the command returns: only the command
+    sees ``env``, and nothing the test builds from ``os.environ`` afterwards (a worker's
+    environment, ``Settings()``) inherits it."""
     from tagger.cli import run
 
-    # The command reads its settings from the environment when it runs, as in a process.
-    for name in set(os.environ) - set(env):
-        monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    capfd.readouterr()  # drop what the test printed before
-    code = run(args)
-    out, err = capfd.readouterr()
+    with monkeypatch.context() as patch:
+        # The command reads its settings from the environment when it runs, as in a process.
+        for name in set(os.environ) - set(env):
+            patch.delenv(name)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        capfd.readouterr()  # drop what the test printed before
+        code = run(args)
+        out, err = capfd.readouterr()
     return subprocess.CompletedProcess(["tagger", *args], code, out, err)
 
 

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from tagger.db import Failure, Job, current_tags
 from tests.factories import make_s3_catalogue, write_csv
-from tests.processes import start_worker, stop, tagger, wait_for_job
+from tests.processes import start_worker, stop, wait_for_job
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ def env(settings_env, tmp_path) -> dict[str, str]:
 
 
 def test_500_items_two_workers_one_tag_per_good_item(
-    db, env, s3_client, bucket, artifact, tmp_path
+    db, env, tagger_cli, s3_client, bucket, artifact, tmp_path
 ):
     """500 items, 5% broken (one in five a PNG failing its CRC), one in seven a GIF, an
     animated GIF or a palette PNG with an oversized tRNS, two worker processes: one current
@@ -32,9 +32,9 @@ def test_500_items_two_workers_one_tag_per_good_item(
     assert len(broken) == 25
     catalogue = write_csv(tmp_path / "catalogue.csv", rows)
 
-    reg = tagger(env, "model", "register", artifact, "--activate", "--version", "e2e-v1")
+    reg = tagger_cli(env, "model", "register", artifact, "--activate", "--version", "e2e-v1")
     assert reg.returncode == 0, reg.stderr
-    imp = tagger(env, "import", str(catalogue), "--batch-size", "25")
+    imp = tagger_cli(env, "import", str(catalogue), "--batch-size", "25")
     assert imp.returncode == 0, imp.stderr
     job_id = int(imp.stdout.strip())
 
@@ -64,7 +64,7 @@ def test_500_items_two_workers_one_tag_per_good_item(
     batches = [log.read_text().count("model call") for log in logs]
     assert all(n > 0 for n in batches) and sum(batches) >= 20, batches
 
-    again = tagger(env, "import", str(catalogue), "--batch-size", "25")
+    again = tagger_cli(env, "import", str(catalogue), "--batch-size", "25")
     assert again.returncode == 0, again.stderr
     second = int(again.stdout.strip() or again.stderr.split("job ")[1].split(":")[0])
     with db.connect() as conn:

@@ -14,7 +14,7 @@ from celery.beat import Scheduler
 from tagger.celery_app import NIGHTLY_RETAG, create_app
 from tagger.db import Job, Tag, current_tags
 from tests.factories import make_s3_catalogue, write_csv
-from tests.processes import start_worker, stop, tagger, wait_for_job
+from tests.processes import start_worker, stop, wait_for_job
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +33,7 @@ def _wait_for_retag_job(engine, workers, timeout=120):
 
 
 def test_activated_model_is_used_by_running_worker_and_nightly_sweep(
-    db, settings_env, s3_client, bucket, artifact, tmp_path
+    db, settings_env, tagger_cli, s3_client, bucket, artifact, tmp_path
 ):
     """v1 tags an import; v2 is activated while the worker runs; the beat entry re-tags every
     good item with v2; `model list` counts both; `tags prune --keep 1` drops the v1 rows."""
@@ -41,17 +41,17 @@ def test_activated_model_is_used_by_running_worker_and_nightly_sweep(
     rows, broken = make_s3_catalogue(s3_client, bucket, n=40, broken_every=20)
     catalogue = write_csv(tmp_path / "catalogue.csv", rows)
     for version in ("v1", "v2"):
-        reg = tagger(env, "model", "register", artifact, "--version", version)
+        reg = tagger_cli(env, "model", "register", artifact, "--version", version)
         assert reg.returncode == 0, reg.stderr
-    assert tagger(env, "model", "activate", "v1").returncode == 0
-    imp = tagger(env, "import", str(catalogue), "--batch-size", "10")
+    assert tagger_cli(env, "model", "activate", "v1").returncode == 0
+    imp = tagger_cli(env, "import", str(catalogue), "--batch-size", "10")
     assert imp.returncode == 0, imp.stderr
 
     log = tmp_path / "worker.log"
     worker = start_worker(env, "w1", log)
     try:
         wait_for_job(db, int(imp.stdout), [worker])
-        assert tagger(env, "model", "activate", "v2").returncode == 0
+        assert tagger_cli(env, "model", "activate", "v2").returncode == 0
         # Fire the nightly entry exactly as celery beat does, through Celery's scheduler.
         app = create_app(settings_env)
         scheduler = Scheduler(app, lazy=True)
@@ -72,11 +72,11 @@ def test_activated_model_is_used_by_running_worker_and_nightly_sweep(
         ).all()
     assert current == [("v2", good)]
 
-    listed = tagger(env, "model", "list", "--format", "json")
+    listed = tagger_cli(env, "model", "list", "--format", "json")
     counts = {v["version"]: v["tagged_items"] for v in json.loads(listed.stdout)}
     assert counts == {"v1": good, "v2": good}
 
-    pruned = tagger(env, "tags", "prune", "--keep", "1")
+    pruned = tagger_cli(env, "tags", "prune", "--keep", "1")
     assert pruned.returncode == 0 and f"pruned {good} tag rows" in pruned.stderr
     with db.connect() as conn:
         versions = conn.execute(sa.select(Tag.model_version).distinct()).scalars().all()

@@ -13,7 +13,7 @@ from tagger.db import Failure, current_tags
 from tests import faultproxy
 from tests.factories import make_s3_catalogue, write_csv
 from tests.faultproxy import Deny, ResetBody, SlowDown
-from tests.processes import start_worker, stop, tagger, wait_for_job
+from tests.processes import start_worker, stop, wait_for_job
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ RESET = "sku-00007"  # reset mid-body once: deferred, tagged by the task's retry
 
 
 def test_worker_retries_transient_faults_and_fails_access_denied_at_once(
-    db, settings_env, fault_proxy, s3_client, bucket, artifact, tmp_path
+    db, settings_env, tagger_cli, fault_proxy, s3_client, bucket, artifact, tmp_path
 ):
     """Through the fault proxy: SlowDown and reset items get tagged, the 403 item fails as
     access_denied after one GET, every good item is tagged once and the counters add up."""
@@ -36,11 +36,11 @@ def test_worker_retries_transient_faults_and_fails_access_denied_at_once(
     fault_proxy.add_rule(key[RESET], ResetBody(), times=1)
 
     env = {**os.environ, "TAGGER_LOG_LEVEL": "INFO"}  # settings_env: test Postgres/Redis/S3
-    reg = tagger(env, "model", "register", artifact, "--activate", "--version", "faults-v1")
+    reg = tagger_cli(env, "model", "register", artifact, "--activate", "--version", "faults-v1")
     assert reg.returncode == 0, reg.stderr
     catalogue = write_csv(tmp_path / "catalogue.csv", rows)
     # Batches of 4: DENIED and RESET share one, so its retry must carry RESET alone.
-    imp = tagger(env, "import", str(catalogue), "--batch-size", "4")
+    imp = tagger_cli(env, "import", str(catalogue), "--batch-size", "4")
     assert imp.returncode == 0, imp.stderr
     job_id = int(imp.stdout.strip())
 

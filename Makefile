@@ -29,10 +29,10 @@ demo: venv
 		| $(BIN)/python -m train score-tags - --labels $(DEMO)/catalogue/labels_front.csv
 
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 test-fast: venv
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow"
 
 lint: venv
 	$(BIN)/ruff check .

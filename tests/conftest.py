@@ -117,3 +117,18 @@ def tagger_cli(monkeypatch, capfd) -> Callable[..., subprocess.CompletedProcess]
     from tests.processes import tagger_here
 
     return partial(tagger_here, monkeypatch, capfd)
+
+
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs the suite in two processes (pytest-xdist, ``-n 2 --dist
+    loadgroup``). Every test that starts real `tagger worker` processes joins one group,
+    so those run one after another in one process while the other takes everything else:
+    they spend most of their time waiting (for a worker to start, a time limit, Redis's
+    visibility timeout), and their timing bounds assume no second worker test competes
+    with them for the machine."""
+    from tests.processes import start_worker
+
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is not None and getattr(module, "start_worker", None) is start_worker:
+            item.add_marker(pytest.mark.xdist_group("workers"))

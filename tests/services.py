@@ -57,10 +57,17 @@ def alembic_upgrade(url: str) -> None:
 
 
 def redis_db_number() -> int:
-    """A Redis db number for this test run (override with TAGGER_TEST_REDIS_DB)."""
+    """A Redis db number for this test process (override with TAGGER_TEST_REDIS_DB).
+
+    Under ``pytest -n N`` (pytest-xdist) each worker process ``gwI`` gets its own db:
+    numbered from the run's controller process, so the run's workers never share one.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) if worker.startswith("gw") else 0
     if "TAGGER_TEST_REDIS_DB" in os.environ:
-        return int(os.environ["TAGGER_TEST_REDIS_DB"])
-    return 1 + os.getpid() % 14  # keep db 0 and 15 for humans
+        return int(os.environ["TAGGER_TEST_REDIS_DB"]) + index
+    run = os.getppid() if worker else os.getpid()
+    return 1 + (run + index) % 14  # keep db 0 and 15 for humans
 
 
 def redis_client(db: int) -> redis.Redis:

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from tagger.db import Failure, JobItem, current_tags
 from tests.factories import jpeg_bytes, write_csv
-from tests.processes import start_worker, stop, tagger, wait_for_job
+from tests.processes import start_worker, stop, wait_for_job
 from tests.traps import FifoTrap
 
 pytestmark = pytest.mark.slow
@@ -41,10 +41,10 @@ def _catalogue(tmp_path, n_good: int, bad: str) -> tuple[list[dict], list[str]]:
     return rows, [r["item_id"] for r in rows[:-1]]
 
 
-def _import(env, artifact, tmp_path, rows, batch_size: int) -> int:
-    reg = tagger(env, "model", "register", artifact, "--activate", "--version", "v1")
+def _import(cli, env, artifact, tmp_path, rows, batch_size: int) -> int:
+    reg = cli(env, "model", "register", artifact, "--activate", "--version", "v1")
     assert reg.returncode == 0, reg.stderr
-    imp = tagger(env, "import", str(write_csv(tmp_path / "cat.csv", rows)), "--batch-size",
+    imp = cli(env, "import", str(write_csv(tmp_path / "cat.csv", rows)), "--batch-size",
                  str(batch_size))  # fmt: skip
     assert imp.returncode == 0, imp.stderr
     return int(imp.stdout)
@@ -61,13 +61,13 @@ def _ledger(db, job_id):
     return tags, failures, items
 
 
-def test_poison_item_that_kills_its_worker_is_isolated(db, env, artifact, tmp_path):
+def test_poison_item_that_kills_its_worker_is_isolated(db, env, artifact, tmp_path, tagger_cli):
     """An item whose fetch kills the worker process every time: after max_batch_deaths
     deaths the batch is split in halves, down to the item alone, which is failed as
     worker_crash; the other three are tagged and the job finishes with true counters."""
     rows, good = _catalogue(tmp_path, 3, "poison")
     env = {**env, "TAGGER_MAX_BATCH_DEATHS": "2"}
-    job_id = _import(env, artifact, tmp_path, rows, batch_size=4)
+    job_id = _import(tagger_cli, env, artifact, tmp_path, rows, batch_size=4)
     trap = FifoTrap(tmp_path / "images" / "poison.jpg", "kill")
     worker = start_worker(env, "w1", tmp_path / "worker.log")
     try:
@@ -85,12 +85,12 @@ def test_poison_item_that_kills_its_worker_is_isolated(db, env, artifact, tmp_pa
     # Deliveries of the poison item: 6 that died, 2 that split, the last that failed it.
     assert (items["poison"].attempts, items["poison"].deaths) == (9, 6)
     assert all(items[i].state == "tagged" and items[i].started_at is None for i in good)
-    shown = tagger(env, "jobs", str(job_id), "--format", "json")
+    shown = tagger_cli(env, "jobs", str(job_id), "--format", "json")
     (row,) = json.loads(shown.stdout)
     assert (row["redelivered"], row["died"], row["failures"]) == (4, 4, "worker_crash=1")
 
 
-def test_hung_batch_is_cut_off_and_its_item_isolated(db, env, artifact, tmp_path):
+def test_hung_batch_is_cut_off_and_its_item_isolated(db, env, artifact, tmp_path, tagger_cli):
     """An item whose read never returns: the batch time limit (derived from a 60 s
     visibility timeout) cuts each delivery off, it comes back at once, and after one death
     per level the hung item is failed as worker_crash while the other three are tagged."""
@@ -101,7 +101,7 @@ def test_hung_batch_is_cut_off_and_its_item_isolated(db, env, artifact, tmp_path
         "TAGGER_VISIBILITY_TIMEOUT": "60",
         "TAGGER_RETRY_BACKOFF_MAX": "5",
     }
-    job_id = _import(env, artifact, tmp_path, rows, batch_size=4)
+    job_id = _import(tagger_cli, env, artifact, tmp_path, rows, batch_size=4)
     trap = FifoTrap(tmp_path / "images" / "hung.jpg", "hang")
     worker = start_worker(env, "w1", tmp_path / "worker.log")
     started = time.monotonic()
@@ -124,13 +124,13 @@ def test_hung_batch_is_cut_off_and_its_item_isolated(db, env, artifact, tmp_path
     assert elapsed < 220, elapsed
 
 
-def test_batch_lost_with_its_whole_worker_comes_back(db, env, artifact, tmp_path):
+def test_batch_lost_with_its_whole_worker_comes_back(db, env, artifact, tmp_path, tagger_cli):
     """The whole worker (main process and pool) is SIGKILLed mid-batch, so nobody hands the
     batch back: Redis re-delivers it after the visibility timeout, found by a restore sweep
     every 10 s, and a new worker tags it; nothing is lost or tagged twice."""
     rows, good = _catalogue(tmp_path, 3, "slow")
     env = {**env, "TAGGER_VISIBILITY_TIMEOUT": "60", "TAGGER_RETRY_BACKOFF_MAX": "5"}
-    job_id = _import(env, artifact, tmp_path, rows, batch_size=4)
+    job_id = _import(tagger_cli, env, artifact, tmp_path, rows, batch_size=4)
     fifo = tmp_path / "images" / "slow.jpg"
     os.mkfifo(fifo)
     first = start_worker(env, "w1", tmp_path / "w1.log")

@@ -1,5 +1,6 @@
 """The Celery application, made by a factory so that settings are read by the entry point
-(`tagger worker`, `tagger import`, tests) and never at import time."""
+(`tagger worker`, `tagger import`, tests) and never at import time. Why each setting is
+what it is: docs/architecture.md, "The task contract"."""
 
 from __future__ import annotations
 

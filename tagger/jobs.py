@@ -1,5 +1,7 @@
 """Jobs and their ledger of items. Counters move only when an item's state changes, with
-atomic increments, so at-least-once delivery and concurrent workers never miscount."""
+atomic increments, so at-least-once delivery and concurrent workers never miscount.
+The ledger's states and how deliveries are counted: docs/architecture.md ("The data
+model", "Failure semantics")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Celery tasks. ``tag_batch`` is the one place with a broad ``except``: it records what
-failed and decides whether to retry."""
+failed and decides whether to retry. The contract they keep (idempotent, late acks, time
+limits below the visibility timeout) is in docs/architecture.md, "The task contract"."""
 
 from __future__ import annotations
 

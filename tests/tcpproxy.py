@@ -33,8 +33,12 @@ class _Link:
     def close(self, *, reset: bool = False) -> None:
         for s in (self.client, self.upstream):
             try:
-                if reset:  # SO_LINGER 0: close sends RST instead of FIN
+                if reset:  # SO_LINGER 0: the last close sends RST instead of FIN
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    # The pump threads are blocked in recv() on these sockets, and on Linux
+                    # close() does not interrupt them: the socket (and the RST) would wait
+                    # for the next byte. SHUT_RD wakes them and sends nothing to either peer.
+                    s.shutdown(socket.SHUT_RD)
                 s.close()
             except OSError:
                 pass

@@ -91,6 +91,14 @@ def test_the_package_has_no_import_circle():
     assert cycle is None, "import circle: " + " -> ".join(cycle or [])
 
 
+def test_nothing_imports_the_module_level_app():
+    """tagger.app reads the environment when imported (for `celery -A tagger.app` and
+    Flower); no tagger module imports it, so settings stay read by entry points."""
+    graph = import_graph(PACKAGE)
+    assert "tagger.app" in graph  # the walk found the module
+    assert {m for m, deps in graph.items() if "tagger.app" in deps} == set()
+
+
 def _in_cli(module: str) -> bool:
     return module == "tagger.cli" or module.startswith("tagger.cli.")
 

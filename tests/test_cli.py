@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 from datetime import timedelta
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -18,19 +17,11 @@ import sqlalchemy as sa
 
 from tagger.db import Item, Job, utcnow
 from tests.factories import broken_bytes, jpeg_bytes, write_csv
-from tests.processes import tagger_here
 
 
 @pytest.fixture
 def env(settings_env) -> dict[str, str]:
     return dict(os.environ)
-
-
-@pytest.fixture
-def tagger(monkeypatch, capfd):
-    """``tagger(env, *args)``: the command run in this process, as ``tests.processes.tagger``
-    would run it in its own."""
-    return partial(tagger_here, monkeypatch, capfd)
 
 
 def _one_line_error(result, *needles: str) -> None:
@@ -41,12 +32,14 @@ def _one_line_error(result, *needles: str) -> None:
         assert needle in lines[0], lines[0]
 
 
-def test_malformed_catalogue_is_refused_and_nothing_written(db, env, tagger, artifact, tmp_path):
+def test_malformed_catalogue_is_refused_and_nothing_written(
+    db, env, tagger_cli, artifact, tmp_path
+):
     """A bad line stops the import with its line number; no item, no job is written."""
-    assert tagger(env, "model", "register", artifact, "--activate").returncode == 0
+    assert tagger_cli(env, "model", "register", artifact, "--activate").returncode == 0
     bad = tmp_path / "bad.csv"
     bad.write_text("item_id,image_uri\na,s3://b/a.jpg\nb,\n")
-    _one_line_error(tagger(env, "import", str(bad)), "bad.csv:line 3", "image_uri is empty")
+    _one_line_error(tagger_cli(env, "import", str(bad)), "bad.csv:line 3", "image_uri is empty")
     with db.connect() as conn:
         assert conn.scalar(sa.select(sa.func.count()).select_from(Item)) == 0
         assert conn.scalar(sa.select(sa.func.count()).select_from(Job)) == 0
@@ -64,14 +57,14 @@ def test_installed_script_end_to_end(db, env):
     assert result.returncode == 1 and result.stdout == ""
 
 
-def test_unknown_job_and_model_version_are_one_line_errors(db, env, tagger):
+def test_unknown_job_and_model_version_are_one_line_errors(db, env, tagger_cli):
     """A job id or model version that does not exist gets exit 1 and one line on stderr."""
-    _one_line_error(tagger(env, "jobs", "999"), "no job with id 999")
-    _one_line_error(tagger(env, "tags", "--job", "999"), "no job with id 999")
-    _one_line_error(tagger(env, "model", "activate", "nope"), "unknown model version 'nope'")
+    _one_line_error(tagger_cli(env, "jobs", "999"), "no job with id 999")
+    _one_line_error(tagger_cli(env, "tags", "--job", "999"), "no job with id 999")
+    _one_line_error(tagger_cli(env, "model", "activate", "nope"), "unknown model version 'nope'")
 
 
-def test_jobs_resume_of_a_finished_or_unknown_job(db, env, tagger, session_factory, redis_db):
+def test_jobs_resume_of_a_finished_or_unknown_job(db, env, tagger_cli, session_factory, redis_db):
     """`jobs resume` of a finished job says so, exits 0 and queues nothing; an unknown id
     is a one-line error, and a missing id gets the usage."""
     from tagger.jobs import create_job
@@ -82,35 +75,35 @@ def test_jobs_resume_of_a_finished_or_unknown_job(db, env, tagger, session_facto
         job_id = create_job(
             session=session, kind=JobKind.IMPORT, source="t", item_ids=[], batch_size=4
         ).id
-    done = tagger(env, "jobs", "resume", str(job_id))
+    done = tagger_cli(env, "jobs", "resume", str(job_id))
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip() == f"job {job_id} is finished: nothing to resume"
     assert redis_client(redis_db).llen("tagger") == 0
-    _one_line_error(tagger(env, "jobs", "resume", "999"), "no job with id 999")
-    usage = tagger(env, "jobs", "resume")
+    _one_line_error(tagger_cli(env, "jobs", "resume", "999"), "no job with id 999")
+    usage = tagger_cli(env, "jobs", "resume")
     assert usage.returncode == 2 and "usage: tagger jobs resume ID" in usage.stderr
 
 
-def test_bad_setting_is_named(env, tagger):
+def test_bad_setting_is_named(env, tagger_cli):
     """A malformed TAGGER_* variable fails fast with the setting's name."""
-    result = tagger({**env, "TAGGER_BATCH_SIZE": "zero"}, "jobs")
+    result = tagger_cli({**env, "TAGGER_BATCH_SIZE": "zero"}, "jobs")
     _one_line_error(result, "TAGGER_BATCH_SIZE")
 
 
-def test_import_without_active_model_is_refused(db, env, tagger, tmp_path):
+def test_import_without_active_model_is_refused(db, env, tagger_cli, tmp_path):
     """Importing before any model is active says how to register one."""
     csv_path = write_csv(tmp_path / "c.csv", [{"item_id": "a", "image_uri": "s3://b/a.jpg"}])
-    _one_line_error(tagger(env, "import", str(csv_path)), "tagger model register")
+    _one_line_error(tagger_cli(env, "import", str(csv_path)), "tagger model register")
 
 
 def test_import_s3_prefix_upserts_every_image_under_it(
-    db, env, tagger, artifact, s3_client, bucket, redis_url
+    db, env, tagger_cli, artifact, s3_client, bucket, redis_url
 ):
     """`import --s3-prefix` creates one item per image below the prefix, ids from the keys."""
     for key in ("cat/dresses/1.jpg", "cat/pants/2.png", "cat/notes.txt", "other/3.jpg"):
         s3_client.put_object(Bucket=bucket, Key=key, Body=jpeg_bytes())
-    assert tagger(env, "model", "register", artifact, "--activate").returncode == 0
-    result = tagger(env, "import", "--s3-prefix", f"s3://{bucket}/cat/", "--batch-size", "1")
+    assert tagger_cli(env, "model", "register", artifact, "--activate").returncode == 0
+    result = tagger_cli(env, "import", "--s3-prefix", f"s3://{bucket}/cat/", "--batch-size", "1")
     assert result.returncode == 0, result.stderr
     assert "2 to tag in 2 batches" in result.stderr
     with db.connect() as conn:
@@ -122,7 +115,7 @@ def test_import_s3_prefix_upserts_every_image_under_it(
 
 
 @pytest.mark.slow
-def test_embedded_run_tags_local_files_on_sqlite(tagger, artifact, tmp_path):
+def test_embedded_run_tags_local_files_on_sqlite(tagger_cli, artifact, tmp_path):
     """`tagger run` with SQLite and local files prints tags, JSON on request, and a failure."""
     images = tmp_path / "images"
     images.mkdir()
@@ -133,20 +126,22 @@ def test_embedded_run_tags_local_files_on_sqlite(tagger, artifact, tmp_path):
     catalogue = write_csv(tmp_path / "catalogue.csv", rows)
     env = {**os.environ, "TAGGER_DATABASE_URL": f"sqlite:///{tmp_path / 'tagger.db'}"}
     env.pop("TAGGER_BROKER_URL", None)
-    result = tagger(env, "run", str(catalogue), "--model", artifact, "--format", "json")
+    result = tagger_cli(env, "run", str(catalogue), "--model", artifact, "--format", "json")
     assert result.returncode == 0, result.stderr
     tags = json.loads(result.stdout)
     assert sorted(t["item_id"] for t in tags) == ["sku1", "sku2", "sku3", "sku4"]
     assert all(t["gender"] in ("MEN", "WOMEN") for t in tags)
     assert "failed sku0: corrupt_image" in result.stderr
-    rerun = tagger(env, "run", str(catalogue), "--format", "json")
+    rerun = tagger_cli(env, "run", str(catalogue), "--format", "json")
     assert rerun.returncode == 0 and "4 already up to date" in rerun.stderr
     assert json.loads(rerun.stdout) == tags  # nothing re-tagged, the same tags printed
-    again = tagger(env, "tags", "--format", "csv")
+    again = tagger_cli(env, "tags", "--format", "csv")
     assert again.returncode == 0 and again.stdout.count("\n") == 5  # header + 4 rows
 
 
-def test_jobs_watch_ends_with_a_summary_and_exit_3_when_stalled(db, env, tagger, session_factory):
+def test_jobs_watch_ends_with_a_summary_and_exit_3_when_stalled(
+    db, env, tagger_cli, session_factory
+):
     """`jobs watch` of a finished job prints its summary and exits 0; of a stalled job,
     exits 3."""
     from tagger.catalogue import CatalogueItem
@@ -165,20 +160,20 @@ def test_jobs_watch_ends_with_a_summary_and_exit_3_when_stalled(db, env, tagger,
         session.execute(
             sa.update(Job).where(Job.id == stalled).values(updated_at=utcnow() - timedelta(days=1))
         )
-    done = tagger(env, "jobs", "watch", str(finished), "--interval", "0.1")
+    done = tagger_cli(env, "jobs", "watch", str(finished), "--interval", "0.1")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == (
         f"job {finished} finished: 0 tagged, 0 failed, 0 skipped of 0"
     )
-    stuck = tagger(env, "jobs", "watch", str(stalled), "--interval", "0.1")
+    stuck = tagger_cli(env, "jobs", "watch", str(stalled), "--interval", "0.1")
     assert stuck.returncode == 3, stuck.stderr
     assert stuck.stdout.strip().splitlines()[-1] == (
         f"job {stalled} stalled: 0 tagged, 0 failed, 0 skipped of 2"
     )
-    _one_line_error(tagger(env, "jobs", "watch", "999"), "no job with id 999")
+    _one_line_error(tagger_cli(env, "jobs", "watch", "999"), "no job with id 999")
 
 
-def test_jobs_shows_statuses_and_kinds_as_plain_words(db, env, tagger, session_factory):
+def test_jobs_shows_statuses_and_kinds_as_plain_words(db, env, tagger_cli, session_factory):
     """`tagger jobs` prints each job's kind and status (stalled included) as the bare word
     in every format: never an enum's name or repr."""
     from tagger.jobs import create_job, mark_started
@@ -203,23 +198,23 @@ def test_jobs_shows_statuses_and_kinds_as_plain_words(db, env, tagger, session_f
         running: ("retag", "running"),
         stalled: ("import", "stalled"),
     }
-    shown = tagger(env, "jobs", "--format", "json")
+    shown = tagger_cli(env, "jobs", "--format", "json")
     assert shown.returncode == 0, shown.stderr
     assert {r["id"]: (r["kind"], r["status"]) for r in json.loads(shown.stdout)} == expected
-    shown = tagger(env, "jobs", "--format", "csv")
+    shown = tagger_cli(env, "jobs", "--format", "csv")
     assert shown.returncode == 0, shown.stderr
     rows = csv.DictReader(io.StringIO(shown.stdout))
     assert {int(r["id"]): (r["kind"], r["status"]) for r in rows} == expected
-    shown = tagger(env, "jobs")
+    shown = tagger_cli(env, "jobs")
     assert shown.returncode == 0, shown.stderr
     for kind, status in expected.values():
         assert f" {kind} " in shown.stdout and f" {status} " in shown.stdout, shown.stdout
     assert "JobStatus" not in shown.stdout and "JobKind" not in shown.stdout
 
 
-def test_format_outside_the_choices_is_a_usage_error(env, tagger):
+def test_format_outside_the_choices_is_a_usage_error(env, tagger_cli):
     """Every `--format` takes table, csv or json; anything else is exit 2 naming them."""
     for command in (["model", "list"], ["tags"], ["jobs"], ["run", "c.csv"]):
-        result = tagger(env, *command, "--format", "xml")
+        result = tagger_cli(env, *command, "--format", "xml")
         assert result.returncode == 2, (command, result.stderr)
         assert "'xml' is not one of 'table', 'csv', 'json'" in result.stderr, result.stderr

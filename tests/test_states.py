@@ -31,6 +31,7 @@ def test_the_words_are_the_ones_stored_and_shown():
 
 @pytest.mark.parametrize("member", ALL_MEMBERS, ids=str)
 def test_a_member_prints_and_serializes_as_its_plain_word(member):
+    """str(), format(), %-formatting, JSON and CSV all give the bare word."""
     word = member.value
     assert type(word) is str
     assert str(member) == f"{member}" == f"{member:>0}" == format(member) == word

@@ -10,7 +10,6 @@ import os
 import re
 from collections import Counter
 from datetime import timedelta
-from functools import partial
 
 import pytest
 import sqlalchemy as sa
@@ -20,7 +19,6 @@ from tagger.db import Job, JobItem, utcnow
 from tagger.importer import import_items
 from tagger.jobs import pending_item_ids
 from tests.factories import add_model_version, write_csv
-from tests.processes import tagger_here
 from tests.redis_server import redis_server
 from tests.services import free_port
 
@@ -40,13 +38,6 @@ def _masked(url: str) -> str:
 
 def _base_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("TAGGER_")}
-
-
-@pytest.fixture
-def tagger(monkeypatch, capfd):
-    """``tagger(env, *args)``: the command run in this process with ``env`` as its
-    environment, as ``tests.processes.tagger`` would run it in its own."""
-    return partial(tagger_here, monkeypatch, capfd)
 
 
 def _one_line(result, service: str, url: str) -> str:
@@ -88,12 +79,12 @@ def _queued(client, queue: str = "tagger") -> list[tuple[int, list[str]]]:
     ],
     ids=lambda args: "-".join(a for a in args if not a.startswith("{")),
 )
-def test_postgres_down_is_one_line(args, tagger, tmp_path):
+def test_postgres_down_is_one_line(args, tagger_cli, tmp_path):
     """With nothing listening at the database URL, each command names Postgres and its URL."""
     url = f"postgresql+psycopg2://tagger:{PASSWORD}@127.0.0.1:{free_port()}/tagger"
     catalogue = write_csv(tmp_path / "c.csv", [{"item_id": "a", "image_uri": "s3://b/a.jpg"}])
     env = {**_base_env(), "TAGGER_DATABASE_URL": url}
-    result = tagger(env, *(a.format(catalogue=catalogue) for a in args))
+    result = tagger_cli(env, *(a.format(catalogue=catalogue) for a in args))
     line = _one_line(result, "Postgres", url)
     assert line.endswith(": connection refused"), line
 
@@ -102,7 +93,7 @@ def test_postgres_down_is_one_line(args, tagger, tmp_path):
 
 
 def test_redis_down_import_and_retag_say_how_to_resume(
-    pg_url, db, session_factory, tagger, tmp_path
+    pg_url, db, session_factory, tagger_cli, tmp_path
 ):
     """Import and retag with Redis down name it and the resume command; once Redis is back,
     `jobs resume` queues each job's pending items exactly once, in its batch size."""
@@ -121,13 +112,13 @@ def test_redis_down_import_and_retag_say_how_to_resume(
             ]
             return str(write_csv(tmp_path / f"{name}.csv", rows))
 
-        up = tagger(env, "import", catalogue("a", 3), "--batch-size", "2")
+        up = tagger_cli(env, "import", catalogue("a", 3), "--batch-size", "2")
         assert up.returncode == 0, up.stderr
         first_job = int(up.stdout)
         assert len(_queued(redis.client())) == 2
 
         redis.stop()
-        down = tagger(env, "import", catalogue("b", 5), "--batch-size", "2")
+        down = tagger_cli(env, "import", catalogue("b", 5), "--batch-size", "2")
         line = _one_line(down, "Redis", redis.url)
         import_job = int(re.search(r"run `tagger jobs resume (\d+)` once Redis is back", line)[1])
         assert f"job {import_job} is saved with 5 items pending;" in line
@@ -140,14 +131,14 @@ def test_redis_down_import_and_retag_say_how_to_resume(
                 .where(Job.id == first_job)
                 .values(updated_at=utcnow() - timedelta(hours=3))
             )
-        down = tagger(env, "retag")
+        down = tagger_cli(env, "retag")
         line = _one_line(down, "Redis", redis.url)
         retag_job = int(re.search(r"run `tagger jobs resume (\d+)` once Redis is back", line)[1])
         assert f"job {retag_job} is saved with 3 items pending;" in line
 
         redis.start()  # same port, same password, an empty queue
         for job_id in (import_job, retag_job):
-            resumed = tagger(env, "jobs", "resume", str(job_id))
+            resumed = tagger_cli(env, "jobs", "resume", str(job_id))
             assert resumed.returncode == 0, resumed.stderr
             assert PASSWORD not in resumed.stdout + resumed.stderr
         queued = _queued(redis.client())
@@ -163,7 +154,7 @@ def test_redis_down_import_and_retag_say_how_to_resume(
     assert len(queued) == 3 + 1  # b0..b4 in batches of 2; a0..a2 in one batch of 64
 
 
-def test_resume_with_redis_down_says_resume_again(pg_url, db, session_factory, tagger):
+def test_resume_with_redis_down_says_resume_again(pg_url, db, session_factory, tagger_cli):
     """`jobs resume` that cannot publish names Redis and repeats its own instruction."""
     with session_factory.begin() as session:
         add_model_version(session, "v1", activate=True)
@@ -171,7 +162,7 @@ def test_resume_with_redis_down_says_resume_again(pg_url, db, session_factory, t
         job_id = import_items(session=session, items=[item], source="t", batch_size=8).job.id
     url = f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0"
     env = {**_base_env(), "TAGGER_DATABASE_URL": _with_password(pg_url), "TAGGER_BROKER_URL": url}
-    line = _one_line(tagger(env, "jobs", "resume", str(job_id)), "Redis", url)
+    line = _one_line(tagger_cli(env, "jobs", "resume", str(job_id)), "Redis", url)
     assert line.endswith(
         f"job {job_id} is saved with 1 item pending; "
         f"run `tagger jobs resume {job_id}` once Redis is back"
@@ -189,7 +180,7 @@ def test_resume_with_redis_down_says_resume_again(pg_url, db, session_factory, t
     [("import", "--s3-prefix", "s3://bucket/x/"), ("model", "register", "s3://bucket/model/")],
     ids=["import-s3-prefix", "model-register"],
 )
-def test_s3_down_is_one_line(args, pg_url, db, tagger, tmp_path):
+def test_s3_down_is_one_line(args, pg_url, db, tagger_cli, tmp_path):
     """With nothing listening at the S3 endpoint, listing and artifact downloads name S3."""
     endpoint = f"http://127.0.0.1:{free_port()}"
     env = {
@@ -200,7 +191,7 @@ def test_s3_down_is_one_line(args, pg_url, db, tagger, tmp_path):
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
     }
-    line = _one_line(tagger(env, *args), "S3", endpoint)
+    line = _one_line(tagger_cli(env, *args), "S3", endpoint)
     assert line.endswith(": connection refused"), line
 
 

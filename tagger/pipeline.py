@@ -35,8 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DECODE_THREADS = 4
-
 
 @dataclass
 class BatchOutcome:
@@ -51,6 +49,10 @@ class BatchOutcome:
     split: list[list[str]] = field(default_factory=list)
     #: deaths the items had when split; each half gets max_batch_deaths more tries
     deaths_before: int = 0
+    #: seconds spent in each stage of the batch (load, fetch, decode, model, write)
+    seconds: dict[str, float] = field(default_factory=dict)
+    #: the inference runtime that ran the model call ("keras", "openvino"); "" if none
+    runtime: str = ""
 
 
 class BatchTagger:
@@ -172,6 +174,8 @@ class BatchTagger:
             if job_id is not None:
                 end_delivery(session=session, job_id=job_id, item_ids=ids)
         clock.lap("write")
+        outcome.seconds = {stage: ms / 1000 for stage, ms in clock.laps.items()}
+        outcome.runtime = getattr(model, "runtime", "keras")
         log.info(
             "job %s: batch of %d → %d tagged, %d failed, %d deferred (model %s, 1 model call; %s)",
             job_id,
@@ -255,14 +259,14 @@ class BatchTagger:
         final: bool,
     ) -> dict[str, np.ndarray]:
         # decode_many never raises for an image: each item gets an array or its ItemError.
-        # Pillow releases the GIL while decoding, so a few threads use the cores; the pixel
+        # Pillow releases the GIL while decoding, so one thread per core uses them; the pixel
         # budget (two of the largest allowed images at once) bounds the memory in flight,
         # whatever the batch holds.
         results = decode_many(
             {item_id: blobs[items[item_id].image_uri] for item_id in ids},
             size=size,
             max_pixels=self.settings.max_image_pixels,
-            workers=DECODE_THREADS,
+            workers=self.settings.decode_workers,
         )
         pixels: dict[str, np.ndarray] = {}
         for item_id, result in results.items():

@@ -10,6 +10,7 @@ fields here: boto3 reads the standard ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCES
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -90,6 +91,32 @@ class Settings(BaseSettings):
         "dropped link is noticed within about twice this.",
     )
     queue: str = Field("tagger", min_length=1, description="Celery queue name.")
+    runtime: Literal["auto", "keras", "openvino"] = Field(
+        "auto",
+        description="Inference runtime of a worker: keras (TensorFlow), openvino (CPU; the "
+        "Keras artifact converted and checked against Keras first), or auto: TensorFlow "
+        "where an NVIDIA GPU is visible, OpenVINO otherwise.",
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="OpenVINO inference precision: auto is bf16 where the CPU has native "
+        "bf16 instructions (AVX512_BF16 or AMX), fp32 otherwise.",
+    )
+    inference_threads: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="Threads one model call may use (0: one per core of the machine).",
+    )
+    decode_threads: int = Field(
+        0, ge=0, le=256, description="Threads decoding one batch's images (0: one per core)."
+    )
+    metrics_port: int = Field(
+        9808,
+        ge=0,
+        le=65535,
+        description="Port of a worker's Prometheus metrics endpoint (0: no endpoint).",
+    )
     tf_memory_growth: bool = Field(True, description="Grow GPU memory as needed.")
     mixed_precision: bool = Field(False, description="Run inference in mixed_float16 on GPUs.")
 
@@ -197,6 +224,11 @@ class Settings(BaseSettings):
         return max(hard - max(5, hard // 6), hard // 2)
 
     @property
+    def decode_workers(self) -> int:
+        """Threads decoding one batch: the setting, or one per core this process may use."""
+        return self.decode_threads or available_cores()
+
+    @property
     def s3_max_pool_connections(self) -> int:
         # boto3's pool must hold one connection per fetch thread, or threads queue for
         # sockets ("Connection pool is full" warnings and lost concurrency).
@@ -210,6 +242,16 @@ class Settings(BaseSettings):
         out["database_url"] = make_url(self.database_url).render_as_string(hide_password=True)
         out["broker_url"] = _mask_url_password(self.broker_url)
         return out
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a container's cpuset)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _mask_url_password(url: str) -> str:

@@ -41,7 +41,7 @@ from tagger.exceptions import ArtifactError
 if TYPE_CHECKING:
     import keras
 
-#: Input names the model is fed (``tagger.model.TaggerModel.predict``).
+#: Input names the model is fed (``tagger.model.LoadedModel.predict``).
 IMAGE_INPUT = "image"
 CAPTION_INPUT = "caption"
 #: Output (head) names; also the keys of the artifact's labels.json.

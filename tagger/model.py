@@ -1,8 +1,11 @@
-"""Inference: a loaded model artifact (``TaggerModel.predict``) and TensorFlow set-up.
+"""Inference: a loaded model version (``LoadedModel.predict``), its Keras runtime, and
+TensorFlow set-up.
 
 The artifact's format (names, files, checks) is ``tagger.artifacts``; this module only
-loads one and runs it. TensorFlow is imported only where a model is loaded or configured:
-the worker must first import it in its child process, after the fork.
+loads one and runs it. The OpenVINO runtime is ``tagger.openvino_model``; which one a
+worker uses is ``tagger.runtime``. TensorFlow is imported only where a Keras model is
+loaded or configured: the worker must first import it in its child process, after the
+fork, and a worker on OpenVINO never imports it.
 """
 
 from __future__ import annotations
@@ -35,31 +38,34 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class TaggerModel:
-    """A loaded model plus its labels; ``predict`` tags a whole batch in one model call."""
+class LoadedModel:
+    """A loaded model version plus its labels, whatever runs it; ``predict`` tags a whole
+    batch in one model call. Subclasses implement ``_scores`` for their runtime."""
+
+    #: the inference runtime's name (metrics, logs)
+    runtime = ""
 
     def __init__(
         self,
-        keras_model: keras.Model,
         *,
         version: str,
         gender_labels: Sequence[str],
         product_labels: Sequence[str],
+        image_size: int,
+        uses_text: bool,
     ) -> None:
-        inputs, _ = model_signature(keras_model)
-        self.keras_model = keras_model
         self.version = version
         self.gender_labels = list(gender_labels)
         self.product_labels = list(product_labels)
-        self.image_size = int(keras_model.input[IMAGE_INPUT].shape[1])
-        self.uses_text = CAPTION_INPUT in inputs
-        # Keras models are not documented as safe for concurrent calls; a worker may
-        # predict from more than one thread, so calls are serialised.
+        self.image_size = image_size
+        self.uses_text = uses_text
+        # Neither runtime documents its models as safe for concurrent calls, and a worker
+        # may predict from more than one thread (`--pool threads`): calls are serialised.
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (
-            f"TaggerModel(version={self.version!r}, image_size={self.image_size}, "
+            f"{type(self).__name__}(version={self.version!r}, image_size={self.image_size}, "
             f"uses_text={self.uses_text})"
         )
 
@@ -73,6 +79,53 @@ class TaggerModel:
             raise ValueError(f"{images.shape[0]} images but {len(captions)} captions")
         if images.shape[0] == 0:
             return []
+        with self._lock:
+            gender, product = self._scores(images, list(captions))
+        return to_predictions(
+            gender,
+            product,
+            gender_labels=self.gender_labels,
+            product_labels=self.product_labels,
+        )
+
+    def _scores(
+        self, images: np.ndarray, captions: list[str | None]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(gender, product) sigmoid scores of the N images, N rows each."""
+        raise NotImplementedError
+
+    def warmup(self, batch_size: int = 1) -> None:
+        """Run a dummy batch so one-off set-up (graph tracing) happens before real work."""
+        blank = np.zeros((batch_size, self.image_size, self.image_size, 3), dtype=np.uint8)
+        self.predict(blank, [""] * batch_size)
+
+
+class KerasModel(LoadedModel):
+    """The artifact's Keras model run by TensorFlow (GPU workers, and TAGGER_RUNTIME=keras)."""
+
+    runtime = "keras"
+
+    def __init__(
+        self,
+        keras_model: keras.Model,
+        *,
+        version: str,
+        gender_labels: Sequence[str],
+        product_labels: Sequence[str],
+    ) -> None:
+        inputs, _ = model_signature(keras_model)
+        super().__init__(
+            version=version,
+            gender_labels=gender_labels,
+            product_labels=product_labels,
+            image_size=int(keras_model.input[IMAGE_INPUT].shape[1]),
+            uses_text=CAPTION_INPUT in inputs,
+        )
+        self.keras_model = keras_model
+
+    def _scores(
+        self, images: np.ndarray, captions: list[str | None]
+    ) -> tuple[np.ndarray, np.ndarray]:
         n = images.shape[0]
         # Every new batch length costs a graph trace (~2 s on a CPU): a job's last batch,
         # or a batch with a few broken images, would pay it again and again. Padding to
@@ -88,19 +141,8 @@ class TaggerModel:
             inputs[CAPTION_INPUT] = np.array(texts, dtype=str).reshape(-1, 1)
         # predict_on_batch, not predict(): one graph call with no per-call dataset and
         # callback set-up, which dominates for a single batch.
-        with self._lock:
-            out = self.keras_model.predict_on_batch(inputs)
-        return to_predictions(
-            np.asarray(out[GENDER_HEAD])[:n],
-            np.asarray(out[PRODUCT_HEAD])[:n],
-            gender_labels=self.gender_labels,
-            product_labels=self.product_labels,
-        )
-
-    def warmup(self, batch_size: int = 1) -> None:
-        """Run a dummy batch so graph tracing happens before the first real batch."""
-        blank = np.zeros((batch_size, self.image_size, self.image_size, 3), dtype=np.uint8)
-        self.predict(blank, [""] * batch_size)
+        out = self.keras_model.predict_on_batch(inputs)
+        return np.asarray(out[GENDER_HEAD])[:n], np.asarray(out[PRODUCT_HEAD])[:n]
 
 
 def padded_length(n: int) -> int:
@@ -108,8 +150,8 @@ def padded_length(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
 
-def load_model(path: Path | str, *, version: str) -> TaggerModel:
-    """Load the artifact folder ``path`` (checked first) as a :class:`TaggerModel`."""
+def load_model(path: Path | str, *, version: str) -> KerasModel:
+    """Load the artifact folder ``path`` (checked first) as a :class:`KerasModel`."""
     import keras
 
     info = read_artifact_info(path)
@@ -126,7 +168,7 @@ def load_model(path: Path | str, *, version: str) -> TaggerModel:
                 f"artifact {info.path}: head {head!r} has {sizes.get(head)} outputs but "
                 f"{LABELS_FILE} lists {len(head_labels)} labels"
             )
-    model = TaggerModel(
+    model = KerasModel(
         keras_model,
         version=version,
         gender_labels=info.gender_labels,
@@ -140,10 +182,14 @@ def load_model(path: Path | str, *, version: str) -> TaggerModel:
     return model
 
 
-def configure_tensorflow(*, memory_growth: bool, mixed_precision: bool) -> None:
-    """Per-process TensorFlow set-up; call once, before any model is built or loaded."""
+def configure_tensorflow(*, memory_growth: bool, mixed_precision: bool, threads: int = 0) -> None:
+    """Per-process TensorFlow set-up; call once, before any model is built or loaded.
+    ``threads``: threads one operation may use (0: TensorFlow's default, every core)."""
     import keras
     import tensorflow as tf
+
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
 
     gpus = tf.config.list_physical_devices("GPU")
     if memory_growth:

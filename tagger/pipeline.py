@@ -31,7 +31,8 @@ from tagger.tags import save_batch
 from tagger.uris import is_s3
 
 if TYPE_CHECKING:
-    from tagger.model import TaggerModel
+    from tagger.model import LoadedModel
+    from tagger.runtime import ModelLoader
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,9 @@ class BatchTagger:
         self.session_factory = session_factory
         self._s3_client_factory = s3_client_factory or (lambda: make_s3_client(settings))
         self._s3_client: Any = None
-        self._model: TaggerModel | None = None
+        self._model: LoadedModel | None = None
+        self._loader: ModelLoader | None = None
         self._lock = threading.Lock()
-        self._tf_configured = False
 
     @property
     def s3_client(self) -> Any:
@@ -81,30 +82,33 @@ class BatchTagger:
         return self._s3_client
 
     # --- model ---------------------------------------------------------------------
-    def model_for(self, version: ModelVersion) -> TaggerModel:
-        """The loaded model of ``version``; loads it (once) when the active one changed."""
+    def model_for(self, version: ModelVersion) -> LoadedModel:
+        """The loaded model of ``version``; loads it (once) when the active one changed,
+        between batches: a roll-out needs no restart."""
         with self._lock:
             if self._model is None or self._model.version != version.version:
-                # Imported here, not at module top: TensorFlow must first be imported in
-                # the worker *child* process, after the fork.
                 from tagger.artifact_cache import resolve_artifact
-                from tagger.model import configure_tensorflow, load_model
+                from tagger.runtime import ModelLoader
 
-                if not self._tf_configured:
-                    configure_tensorflow(
-                        memory_growth=self.settings.tf_memory_growth,
-                        mixed_precision=self.settings.mixed_precision,
-                    )
-                    self._tf_configured = True
+                if self._loader is None:
+                    self._loader = ModelLoader(self.settings)
                 path = resolve_artifact(
                     version.artifact_uri,
                     cache_dir=self.settings.model_cache_dir,
                     s3_client=self.s3_client if is_s3(version.artifact_uri) else None,
                 )
                 previous = self._model.version if self._model else None
-                self._model = load_model(path, version=version.version)
-                self._model.warmup(self.settings.batch_size)  # trace the usual batch shape now
-                log.info("loaded model %s from %s (was %s)", version.version, path, previous)
+                started = time.perf_counter()
+                self._model = None  # drop the old one before loading: one in memory at a time
+                self._model = self._loader.load(path, version=version.version)
+                log.info(
+                    "loaded model %s on %s from %s in %.1f s (was %s)",
+                    version.version,
+                    self._model.runtime,
+                    path,
+                    time.perf_counter() - started,
+                    previous,
+                )
             return self._model
 
     # --- one batch -----------------------------------------------------------------
@@ -175,7 +179,7 @@ class BatchTagger:
                 end_delivery(session=session, job_id=job_id, item_ids=ids)
         clock.lap("write")
         outcome.seconds = {stage: ms / 1000 for stage, ms in clock.laps.items()}
-        outcome.runtime = getattr(model, "runtime", "keras")
+        outcome.runtime = model.runtime
         log.info(
             "job %s: batch of %d → %d tagged, %d failed, %d deferred (model %s, 1 model call; %s)",
             job_id,

@@ -104,15 +104,19 @@ def register_artifact(
     *, session: Session, settings: Settings, uri: str, version: str | None, activate: bool
 ) -> ModelVersion:
     """Read the artifact at ``uri`` (fetching it from S3 if need be) and register it; its
-    labels, input size and metrics come from the artifact itself."""
+    labels, input size and metrics come from the artifact itself. Where this host's
+    workers would run OpenVINO, the artifact is converted and checked against Keras first,
+    and a conversion the check refuses refuses the registration (ConversionRefused)."""
     # Lazy: only this command needs the artifact modules (and boto3, through the cache).
     from tagger.artifact_cache import resolve_artifact
     from tagger.artifacts import artifact_fingerprint, read_artifact_info
+    from tagger.runtime import check_conversion
     from tagger.storage import make_s3_client
 
     s3 = make_s3_client(settings) if is_s3(uri) else None
     path = resolve_artifact(uri, cache_dir=settings.model_cache_dir, s3_client=s3)
     info = read_artifact_info(path)
+    check_conversion(path, settings=settings)
     return register_model_version(
         session=session,
         version=version or artifact_fingerprint(path),

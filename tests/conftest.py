@@ -96,6 +96,9 @@ def settings_env(monkeypatch, pg_url, redis_url, s3_endpoint, tmp_path):
     monkeypatch.setenv("TAGGER_BROKER_URL", redis_url)
     monkeypatch.setenv("TAGGER_S3_ENDPOINT_URL", s3_endpoint)
     monkeypatch.setenv("TAGGER_MODEL_CACHE_DIR", str(tmp_path / "model-cache"))
+    # No metrics endpoint unless a test asks for a port: test workers would otherwise all
+    # try 9808 (and meet a developer's running worker there).
+    monkeypatch.setenv("TAGGER_METRICS_PORT", "0")
     return Settings()
 
 
@@ -117,6 +120,14 @@ def tagger_cli(monkeypatch, capfd) -> Callable[..., subprocess.CompletedProcess]
     from tests.processes import tagger_here
 
     return partial(tagger_here, monkeypatch, capfd)
+
+
+def pytest_configure(config):
+    # Keras unless a test asks for OpenVINO (TAGGER_RUNTIME=openvino in its environment):
+    # converting a model costs ~20 s per artifact; tests/test_runtime.py and
+    # tests/test_openvino_e2e.py cover the default runtime. Set here, before any test, so
+    # Settings built directly and every worker process started from os.environ agree.
+    os.environ.setdefault("TAGGER_RUNTIME", "keras")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -20,6 +20,7 @@ FORBIDDEN = ("train", "matplotlib", "rich", "tensorflow", "keras")
 WORKER_IMPORTS = """
 import tagger.celery_app, tagger.tasks, tagger.pipeline, tagger.model, tagger.artifacts
 import tagger.artifact_cache, tagger.storage, tagger.db, tagger.registry
+import tagger.runtime, tagger.openvino_model, tagger.tokenizer
 from tagger.celery_app import create_app
 from tagger.settings import Settings
 

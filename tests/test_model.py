@@ -126,10 +126,10 @@ def test_predict_refuses_wrong_shapes(built):
 @pytest.mark.slow
 def test_round_trip_gives_identical_predictions(built):
     """The in-memory model and the one loaded from its artifact tag a batch identically."""
-    from tagger.model import TaggerModel
+    from tagger.model import KerasModel
 
     model, _, loaded = built
-    in_memory = TaggerModel(model, version="mem", gender_labels=GENDERS, product_labels=PRODUCTS)
+    in_memory = KerasModel(model, version="mem", gender_labels=GENDERS, product_labels=PRODUCTS)
     images = _images(6, seed=3)
     captions = ["the lady wears a dress", "pants", None, "", "a skirt", "shorts"]
     assert in_memory.predict(images, captions) == loaded.predict(images, captions)

@@ -1,6 +1,8 @@
 """docker-compose.yml, checked without a Docker engine or the network: against the Compose
 schema, against itself (dependencies, volumes, credentials), and against what it relies on:
-tagger's Settings, its CLI and the Dockerfile (whose own checks are in test_dockerfile.py).
+tagger's Settings, its CLI and the Dockerfile (whose own checks are in test_dockerfile.py),
+and the monitoring profile's files under deploy/ (Prometheus's scrape config, Grafana's
+provisioning and the dashboard's PromQL against the metric names the workers export).
 
 The schema in tests/data/compose-spec.json is the Compose Specification JSON schema that
 Docker Compose itself validates files with. It was taken from the `docker-compose`
@@ -29,6 +31,7 @@ check runs as well; it needs no engine.
 
 from __future__ import annotations
 
+import ast
 import copy
 import hashlib
 import json
@@ -41,6 +44,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+import yaml
 
 from tagger.settings import Settings
 from tests import dockerfile
@@ -277,8 +281,9 @@ def test_docker_compose_config_accepts_the_file(tmp_path):
         cmd = ["docker", "compose"]
     else:
         pytest.skip("no Docker Compose v2 binary on PATH")
+    profiles = ["--profile", "gpu", "--profile", "monitoring"]  # check every service
     result = subprocess.run(
-        [*cmd, "-f", str(COMPOSE_FILE), "--profile", "gpu", "config", "--quiet"],
+        [*cmd, "-f", str(COMPOSE_FILE), *profiles, "config", "--quiet"],
         capture_output=True,
         text=True,
         cwd=tmp_path,  # no stray .env from the developer's checkout
@@ -316,3 +321,283 @@ def test_compose_builds_name_a_dockerfile_stage_and_its_args(services):
             assert set(build.get("args", {})) <= declared, name
     assert {services[name]["build"]["target"] for name in TAGGER_SERVICES} == {"worker"}
     assert "tensorflow[and-cuda]" in dockerfile.DOCKERFILE.read_text()
+
+
+# --- the monitoring profile: Prometheus, Grafana and the files they read --------------
+
+MONITORING_SERVICES = ("prometheus", "grafana")
+
+# What the workers export on TAGGER_METRICS_PORT: series name -> (type, labels), the names
+# tagger/metrics.py creates (its metric objects are built inside a class, so they are
+# listed here; test_worker_metrics_are_the_ones_tagger_metrics_creates keeps the two in
+# step). Histograms also have the series <name>_bucket (with the label `le`), <name>_sum
+# and <name>_count. The two "liveall" gauges carry a `pid` label per worker process.
+WORKER_METRICS: dict[str, tuple[str, frozenset[str]]] = {
+    "tagger_batches_total": ("counter", frozenset({"model_version", "runtime"})),
+    "tagger_batch_size": ("histogram", frozenset()),
+    "tagger_stage_seconds": ("histogram", frozenset({"stage"})),
+    "tagger_images_tagged_total": ("counter", frozenset({"model_version"})),
+    "tagger_item_failures_total": ("counter", frozenset({"reason"})),
+    "tagger_batch_images_per_second": ("gauge", frozenset({"pid"})),
+    "tagger_model_info": ("gauge", frozenset({"model_version", "runtime", "pid"})),
+}
+METRICS_PORT = 9808
+PROMETHEUS_TYPES = ("Counter", "Gauge", "Histogram", "Summary")
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+# PromQL words that look like a metric name but are not one (functions and aggregations
+# are told apart by the `(` that follows them).
+_PROMQL_WORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan", "atan2"}
+_PROMQL_WORDS |= {"by", "without", "on", "ignoring", "group_left", "group_right"}
+_PROMQL_STRING = re.compile(r"""(?:"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*')""")
+_PROMQL_LABEL_LIST = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
+_PROMQL_NAME = re.compile(r"(?<![\w.$])[A-Za-z_:][A-Za-z0-9_:]*")
+
+
+def promql_metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (a small lexer, not a parser: enough
+    for dashboards; Grafana's $variables are ignored)."""
+    text = _PROMQL_STRING.sub('""', expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)  # label matchers
+    text = re.sub(r"\[[^\]]*\]", " ", text)  # ranges and subqueries
+    text = _PROMQL_LABEL_LIST.sub(" ", text)  # by (...), on (...), ...
+    text = re.sub(r"\$\{[^}]*\}|\$\w+", " ", text)  # Grafana variables
+    names = set()
+    for match in _PROMQL_NAME.finditer(text):
+        followed_by_call = text[match.end() :].lstrip().startswith("(")
+        if not followed_by_call and match.group().lower() not in _PROMQL_WORDS:
+            names.add(match.group())
+    return names
+
+
+def promql_grouping_labels(expr: str) -> set[str]:
+    """The labels an expression groups or matches by (by, without, on, ignoring, ...)."""
+    labels = set()
+    for _, listed in _PROMQL_LABEL_LIST.findall(_PROMQL_STRING.sub('""', expr)):
+        labels |= {label.strip() for label in listed.split(",") if label.strip()}
+    return labels
+
+
+def metric_family(series: str) -> str | None:
+    """The WORKER_METRICS name a series belongs to (histograms' _bucket/_sum/_count too)."""
+    if series in WORKER_METRICS:
+        return series
+    for suffix in HISTOGRAM_SUFFIXES:
+        base = series.removesuffix(suffix)
+        if base != series and WORKER_METRICS.get(base, ("",))[0] == "histogram":
+            return base
+    return None
+
+
+def bind_mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """{container path: host path} of a service's bind mounts of paths in the repo."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, target = volume.split(":")[:2]
+        else:
+            source, target = volume.get("source", ""), volume["target"]
+        if source.startswith("."):
+            mounts[target] = (dockerfile.ROOT / source).resolve()
+    return mounts
+
+
+def mounted_file(service: dict[str, Any], container_path: str) -> Path:
+    """The file in the repo that a service sees at container_path (through a bind mount of
+    it or of a folder above it)."""
+    for target, source in bind_mounts(service).items():
+        if container_path == target:
+            return source
+        if container_path.startswith(target.rstrip("/") + "/"):
+            return source / container_path[len(target.rstrip("/")) + 1 :]
+    raise AssertionError(f"{container_path} is not mounted from the repo")
+
+
+def prometheus_config(services: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    args = command_args(services["prometheus"])
+    (config_arg,) = [a for a in args if a.startswith("--config.file=")]
+    path = mounted_file(services["prometheus"], config_arg.split("=", 1)[1])
+    return yaml.safe_load(path.read_text())
+
+
+def grafana_provisioning(services: dict[str, dict[str, Any]], kind: str) -> list[dict]:
+    """The parsed YAML files of Grafana's provisioning/<kind>/ folder, as mounted."""
+    folder = mounted_file(services["grafana"], f"/etc/grafana/provisioning/{kind}")
+    files = sorted(folder.glob("*.y*ml"))
+    assert files, f"no {kind} provisioning files in {folder}"
+    return [yaml.safe_load(f.read_text()) for f in files]
+
+
+def dashboards(services: dict[str, dict[str, Any]]) -> dict[Path, dict[str, Any]]:
+    """{file: parsed JSON} of every dashboard Grafana's file providers load."""
+    found = {}
+    for config in grafana_provisioning(services, "dashboards"):
+        for provider in config["providers"]:
+            folder = mounted_file(services["grafana"], provider["options"]["path"])
+            for path in sorted(folder.rglob("*.json")):
+                found[path] = json.loads(path.read_text())
+    assert found, "Grafana provisions no dashboard"
+    return found
+
+
+def dashboard_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every panel, including those inside rows."""
+    panels = []
+    for panel in dashboard.get("panels", []):
+        panels.append(panel)
+        panels.extend(panel.get("panels", []))
+    return panels
+
+
+def dashboard_queries(dashboard: dict[str, Any]) -> list[str]:
+    """Every PromQL expression: panel targets and query variables."""
+    exprs = [t["expr"] for p in dashboard_panels(dashboard) for t in p.get("targets", [])]
+    for variable in dashboard.get("templating", {}).get("list", []):
+        query = variable.get("query")
+        if variable.get("type") == "query":
+            query = query if isinstance(query, str) else query.get("query", "")
+            # label_values(metric, label) selects the metric; label_values(label) none
+            exprs.append(re.sub(r"^\s*label_values\((.*),\s*\w+\s*\)\s*$", r"\1", query))
+    return [e for e in exprs if e and not e.lstrip().startswith("label_values(")]
+
+
+def test_monitoring_profile_runs_pinned_prometheus_and_grafana(services):
+    """`--profile monitoring` adds just prometheus and grafana (pinned tags); nothing needs them."""
+    in_profile = {n for n, s in services.items() if "monitoring" in s.get("profiles", [])}
+    assert in_profile == set(MONITORING_SERVICES)
+    for name in MONITORING_SERVICES:
+        service = services[name]
+        assert service["profiles"] == ["monitoring"], name
+        repository, _, tag = service["image"].rpartition(":")
+        assert repository and re.fullmatch(r"v?\d+\.\d+\.\d+", tag), service["image"]
+    assert depends_on(services["grafana"]) == {"prometheus": "service_healthy"}
+    for name, service in services.items():
+        if name not in MONITORING_SERVICES:
+            assert not set(depends_on(service)) & set(MONITORING_SERVICES), name
+
+
+def test_published_ports_are_loopback_only(services):
+    """Every port any service publishes, monitoring included, is bound to 127.0.0.1 only."""
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            if isinstance(port, dict):
+                assert port.get("host_ip") == "127.0.0.1", f"{name}: {port}"
+            else:
+                assert str(port).startswith("127.0.0.1:"), f"{name}: {port}"
+
+
+def test_grafana_admin_password_comes_from_the_environment():
+    """Grafana's admin password is ${GRAFANA_ADMIN_PASSWORD:-default}, like other credentials."""
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["grafana"]["environment"]
+    assert raw["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:-")
+    assert load_compose({})["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    overridden = load_compose({"GRAFANA_ADMIN_PASSWORD": "s3cret"})
+    assert overridden["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == (
+        "s3cret"
+    )
+
+
+def test_files_mounted_from_the_repo_exist(services):
+    """Every file or folder bind-mounted from the repo (Prometheus, Grafana config) exists in it."""
+    mounted = {name: bind_mounts(service) for name, service in services.items()}
+    assert mounted["prometheus"] and mounted["grafana"]
+    for name, mounts in mounted.items():
+        for target, source in mounts.items():
+            assert source.exists(), f"{name}: {source} (mounted at {target}) is not in the repo"
+            assert dockerfile.ROOT in source.parents, f"{name}: {source} is outside the repo"
+
+
+def test_workers_export_metrics_on_the_port_prometheus_scrapes(services):
+    """Both worker services serve metrics on 9808; Prometheus finds every replica there by DNS."""
+    assert Settings.model_fields["metrics_port"].default == METRICS_PORT
+    for name in WORKER_SERVICES:
+        assert environment(services[name])["TAGGER_METRICS_PORT"] == str(METRICS_PORT), name
+    config = prometheus_config(services)
+    scraped: dict[str, set[int]] = {}
+    for job in config["scrape_configs"]:
+        assert not job.get("static_configs"), "static targets miss scaled replicas"
+        for sd in job.get("dns_sd_configs", []):
+            assert sd.get("type", "SRV") == "A", "compose's DNS has no SRV records"
+            for dns_name in sd["names"]:
+                scraped.setdefault(dns_name, set()).add(sd["port"])
+    for name in WORKER_SERVICES:
+        assert scraped.get(name) == {METRICS_PORT}, f"{name}: scraped on {scraped.get(name)}"
+
+
+def test_grafana_provisions_the_prometheus_datasource_and_the_dashboard(services):
+    """Grafana provisions the prometheus datasource and the dashboards, whose panels query it."""
+    (datasource,) = [
+        ds
+        for config in grafana_provisioning(services, "datasources")
+        for ds in config["datasources"]
+    ]
+    assert datasource["type"] == "prometheus"
+    assert datasource["url"] == "http://prometheus:9090"
+    assert "9090" in {str(p).rsplit(":", 1)[-1] for p in services["prometheus"]["ports"]}
+    found = dashboards(services)
+    for path, dashboard in found.items():
+        assert dashboard["uid"] and dashboard["title"], path
+        for panel in dashboard_panels(dashboard):
+            if panel.get("type") == "row":
+                continue
+            for holder in (panel, *panel.get("targets", [])):
+                assert holder["datasource"]["uid"] == datasource["uid"], (path, panel["title"])
+    home = environment(services["grafana"])["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert mounted_file(services["grafana"], home) in found
+
+
+def test_worker_metrics_are_the_ones_tagger_metrics_creates():
+    """WORKER_METRICS names exactly the metrics tagger/metrics.py creates, with their types."""
+    source = dockerfile.ROOT / "tagger" / "metrics.py"
+    if not source.exists():
+        pytest.skip("tagger/metrics.py is not in this tree yet")
+    created = {}
+    for node in ast.walk(ast.parse(source.read_text())):
+        kind = isinstance(node, ast.Call) and getattr(node.func, "id", None)
+        if kind in PROMETHEUS_TYPES and node.args and isinstance(node.args[0], ast.Constant):
+            created[node.args[0].value] = kind.lower()
+    assert created == {name: kind for name, (kind, _) in WORKER_METRICS.items()}
+
+
+def test_promql_metric_names_finds_selected_metrics_only():
+    """The PromQL lexer returns the selected series, typos too, and nothing else (not vacuous)."""
+    expr = (
+        'sum by (stage, le) (rate(tagger_stage_seconds_bucket{stage!="load"}[$__rate_interval]))'
+        " / on (stage) group_left sum(tagger_stage_secnds_count offset 5m) * 1e3"
+        " and histogram_quantile(0.95, other:recorded_rule)"
+    )
+    assert promql_metric_names(expr) == {
+        "tagger_stage_seconds_bucket",
+        "tagger_stage_secnds_count",
+        "other:recorded_rule",
+    }
+    assert promql_grouping_labels(expr) == {"stage", "le"}
+    assert metric_family("tagger_stage_seconds_bucket") == "tagger_stage_seconds"
+    assert metric_family("tagger_stage_secnds_count") is None
+    assert metric_family("tagger_batches_total_count") is None  # a counter has no _count
+
+
+def test_dashboard_queries_use_only_exported_metrics_and_labels(services):
+    """The dashboard's PromQL uses only exported metrics and their labels, and uses every metric."""
+    jobs = prometheus_config(services)["scrape_configs"]
+    target_labels = {"instance", "job"} | {
+        rule["target_label"] for job in jobs for rule in job.get("relabel_configs", [])
+    }
+    used: set[str] = set()
+    for path, dashboard in dashboards(services).items():
+        queries = dashboard_queries(dashboard)
+        assert queries, path
+        for expr in queries:
+            names = promql_metric_names(expr)
+            assert names, f"{path.name}: no metric in {expr!r}"
+            families = {name: metric_family(name) for name in names}
+            unknown = sorted(n for n, family in families.items() if family is None)
+            assert unknown == [], f"{path.name}: not exported by the workers: {unknown} in {expr!r}"
+            allowed = set(target_labels)
+            for name, family in families.items():
+                allowed |= WORKER_METRICS[family][1]
+                allowed |= {"le"} if name.endswith("_bucket") else set()
+            stray = sorted(promql_grouping_labels(expr) - allowed)
+            assert stray == [], f"{path.name}: no such label {stray} in {expr!r}"
+            used |= set(families.values())
+    assert used == set(WORKER_METRICS), f"not on the dashboard: {set(WORKER_METRICS) - used}"

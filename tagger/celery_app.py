@@ -4,16 +4,34 @@ what it is: docs/architecture.md, "The task contract"."""
 
 from __future__ import annotations
 
-from celery import Celery
+from dataclasses import dataclass
+from typing import Any
 
-from tagger import tasks
+from celery import Celery
+from celery.signals import worker_init, worker_ready, worker_shutdown
+from celery.worker.control import inspect_command
+
+from tagger import metrics, tasks
 from tagger.messages import SWEEP, TAG_BATCH
 from tagger.schedule import parse_cron
 from tagger.settings import Settings
 
-__all__ = ["NIGHTLY_RETAG", "SWEEP", "TAG_BATCH", "broker_transport_options", "create_app"]
+__all__ = [
+    "NIGHTLY_RETAG",
+    "SWEEP",
+    "TAGGER_METRICS",
+    "TAG_BATCH",
+    "QueueDepth",
+    "broker_transport_options",
+    "create_app",
+    "queue_depth",
+    "worker_metrics",
+]
 
 NIGHTLY_RETAG = "nightly-retag"
+# The remote-control command every worker answers with its batch metrics (`tagger stats`;
+# also `celery -A tagger.app inspect tagger_metrics`).
+TAGGER_METRICS = "tagger_metrics"
 
 
 def broker_transport_options(settings: Settings) -> dict[str, object]:
@@ -76,6 +94,11 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_default_queue=settings.queue,
         worker_hijack_root_logger=True,
         worker_redirect_stdouts=False,
+        # Task events (sent by the publisher; received, started, succeeded, retried, failed
+        # by the workers), so Flower and `celery events` show the workers and their batches.
+        # A fanout publish per change, which Redis drops when nothing listens.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
     )
     # The nightly re-tag sweep; run exactly one beat (`tagger beat`) per deployment. Two
     # beats firing at once are harmless all the same: the sweep takes a Postgres lock.
@@ -91,3 +114,74 @@ def create_app(settings: Settings | None = None) -> Celery:
     app.tagger_settings = settings  # type: ignore[attr-defined]
     tasks.register(app)
     return app
+
+
+# --- worker metrics (tagger.metrics) ----------------------------------------------------
+# Celery's signals are process-wide: each handler acts only for a worker of a tagger app.
+@worker_init.connect
+def _prepare_metrics(sender: Any, **_: object) -> None:
+    # In the main process, before the pool forks: its children inherit the directory.
+    if hasattr(sender.app, "tagger_settings"):
+        metrics.prepare_directory()
+
+
+@worker_ready.connect
+def _serve_metrics(sender: Any, **_: object) -> None:
+    # Not at worker_init: by now the pool's children are forked without the listening
+    # socket. Every pool runs this in the main process (prefork, threads, solo).
+    settings = getattr(sender.app, "tagger_settings", None)
+    if settings is not None:
+        metrics.serve(settings.metrics_port)
+
+
+@worker_shutdown.connect
+def _stop_metrics(**_: object) -> None:
+    metrics.stop()
+
+
+@inspect_command(name=TAGGER_METRICS)
+def _tagger_metrics(state: Any, **_: object) -> dict[str, Any]:
+    """This worker's batch metrics, merged over its processes, and its pool."""
+    from celery.worker import state as worker_state
+
+    stats = state.consumer.controller.stats()
+    pool = stats.get("pool") or {}
+    return {
+        **metrics.summary(),
+        "pid": stats.get("pid"),
+        "uptime_seconds": stats.get("uptime"),
+        # "celery.concurrency.prefork:TaskPool" -> "prefork"
+        "pool": str(pool.get("implementation", "")).split(":")[0].rsplit(".", 1)[-1],
+        "concurrency": pool.get("max-concurrency"),
+        "active_batches": len(worker_state.active_requests),
+    }
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    queue: str
+    waiting: int
+    #: delivered to a worker and not acked yet, on every queue of the broker's Redis db
+    unacked: int | None
+
+
+def queue_depth(app: Celery, *, queue: str) -> QueueDepth:
+    """Messages waiting in ``queue`` (its priority lists included), and those unacked."""
+    from kombu.exceptions import ChannelError
+
+    with app.connection_for_read() as conn:
+        channel = conn.default_channel
+        try:
+            waiting = channel.queue_declare(queue=queue, passive=True).message_count
+        except ChannelError:
+            waiting = 0  # Redis keeps no empty list: no queue is an empty queue
+        key = getattr(channel, "unacked_key", None)  # kombu's Redis transport
+        unacked = channel.client.hlen(key) if key else None
+    return QueueDepth(queue, waiting, unacked)
+
+
+def worker_metrics(app: Celery, *, timeout: float) -> dict[str, dict[str, Any]]:
+    """{worker name: its TAGGER_METRICS reply} from every worker answering in ``timeout``
+    seconds, on any host; a worker without the command replies {"error": ...}."""
+    replies = app.control.broadcast(TAGGER_METRICS, reply=True, timeout=timeout)
+    return {name: reply for answer in replies or [] for name, reply in answer.items()}

@@ -15,11 +15,12 @@ from celery import Celery, Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_process_shutdown
 
+from tagger import metrics
 from tagger.db import make_engine, make_session_factory
 from tagger.enqueue import sweep_and_queue
 from tagger.exceptions import ArtifactError, BatchError, NoActiveModel
 from tagger.messages import SWEEP, TAG_BATCH
-from tagger.pipeline import BatchTagger
+from tagger.pipeline import BatchOutcome, BatchTagger
 from tagger.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,25 @@ def _dispose(**_: object) -> None:
         _tagger.session_factory.kw["bind"].dispose()
 
 
+@worker_process_shutdown.connect
+def _leave_metrics(**_: object) -> None:
+    try:
+        metrics.mark_dead(os.getpid())  # this process's live gauges go with it
+    except Exception as exc:
+        log.warning("metrics: could not mark process %d dead: %r", os.getpid(), exc)
+
+
+def _observe(outcome: BatchOutcome | None = None, *, failed: dict[str, int] | None = None) -> None:
+    # Metrics are for watching the work, never a reason for a batch to fail.
+    try:
+        if outcome is not None:
+            metrics.observe_batch(outcome)
+        for reason, n in (failed or {}).items():
+            metrics.observe_failures([reason] * n)
+    except Exception as exc:
+        log.warning("metrics: could not record a batch: %r", exc)
+
+
 def backoff(retries: int, cap: int) -> float:
     """Exponential back-off with full jitter, so retrying workers don't stampede."""
     return random.uniform(0, min(cap, 5 * 2**retries))
@@ -111,7 +131,9 @@ def tag_batch(self: Task, job_id: int | None, item_ids: list[str], deaths_before
         log.exception("job %s: batch of %d failed", job_id, len(item_ids))
         message = f"{type(exc).__name__}: {exc}"[:500]
         tagger.record_failed_batch(job_id, item_ids, BatchError(message))
+        _observe(failed={BatchError.reason: len(item_ids)})
         return {"job_id": job_id, "tagged": 0, "failed": len(item_ids)}
+    _observe(outcome)
     if outcome.split:
         # Queued before this message is acked: a death in between only repeats the split.
         for half in outcome.split:

@@ -3,7 +3,8 @@ them to a use case (tagger.enqueue, tagger.embedded, ...) and shows what it retu
 this package and tagger.output print, draw progress and choose exit codes.
 
 The commands live by topic: ``admin`` (db, model, worker, beat), ``work`` (import, run,
-retag), ``query`` (tags, jobs); ``context`` holds what they share.
+retag), ``query`` (tags, jobs), ``stats`` (workers and queue); ``context`` holds what they
+share.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 
 import click
 
-from tagger.cli import admin, query, work
+from tagger.cli import admin, query, stats, work
 from tagger.exceptions import TaggerError
 from tagger.settings import Settings, load_settings
 
@@ -36,6 +37,7 @@ for command in (
     query.tags,
     query.jobs,
     work.retag,
+    stats.stats,
 ):
     cli.add_command(command)
 

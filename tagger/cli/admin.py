@@ -77,7 +77,8 @@ def model_list(ctx: Context, fmt: str) -> None:
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 @pass_ctx
 def worker(ctx: Context, celery_args: tuple[str, ...]) -> None:
-    """Run a Celery worker (extra options go to `celery worker`)."""
+    """Run a Celery worker (extra options go to `celery worker`). It serves Prometheus
+    metrics on TAGGER_METRICS_PORT (0: none); `tagger stats` sums them up."""
     from tagger.celery_app import create_app
 
     s = ctx.settings

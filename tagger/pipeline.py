@@ -66,8 +66,11 @@ class BatchTagger:
         session_factory: sessionmaker[Session],
         *,
         s3_client_factory: Callable[[], Any] | None = None,
+        pool_processes: int = 1,
     ):
         self.settings = settings
+        #: processes of this worker's pool sharing the host's cores (they split them)
+        self.pool_processes = pool_processes
         self.session_factory = session_factory
         self._s3_client_factory = s3_client_factory or (lambda: make_s3_client(settings))
         self._s3_client: Any = None
@@ -91,7 +94,7 @@ class BatchTagger:
                 from tagger.runtime import ModelLoader
 
                 if self._loader is None:
-                    self._loader = ModelLoader(self.settings)
+                    self._loader = ModelLoader(self.settings, processes=self.pool_processes)
                 path = resolve_artifact(
                     version.artifact_uri,
                     cache_dir=self.settings.model_cache_dir,

@@ -23,7 +23,7 @@ from pathlib import Path
 from tagger.artifacts import artifact_fingerprint, read_artifact_info
 from tagger.exceptions import ArtifactError
 from tagger.model import LoadedModel
-from tagger.settings import Settings
+from tagger.settings import Settings, available_cores
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,15 @@ def choose_precision(setting: str, *, flags: set[str]) -> str:
         return setting
     # Emulated bf16 is slower than fp32: only native instructions make it pay.
     return "bf16" if flags & BF16_FLAGS else "fp32"
+
+
+def worker_processes(settings: Settings) -> int:
+    """Pool processes of one `tagger worker`: the setting, or 1 on TensorFlow (it takes a
+    whole GPU) and 2 on OpenVINO, so that one process fetches and decodes a batch while
+    the other runs the model (benchmarks/pipeline.py compares the choices)."""
+    if settings.worker_concurrency:
+        return settings.worker_concurrency
+    return 1 if choose_runtime(settings.runtime, gpu=gpu_visible()) == "keras" else 2
 
 
 def conversion_dir(cache_dir: Path, *, fingerprint: str, precision: str) -> Path:
@@ -145,11 +154,20 @@ def check_conversion(path: Path, *, settings: Settings) -> Path | None:
 class ModelLoader:
     """Loads model versions for one worker process on the runtime its settings choose."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, processes: int = 1) -> None:
         self.settings = settings
+        self.processes = processes
         self.runtime = choose_runtime(settings.runtime, gpu=gpu_visible())
         self.precision = choose_precision(settings.precision, flags=cpu_flags())
         self._tf_configured = False
+
+    @property
+    def inference_threads(self) -> int:
+        """The setting, or (0) every core for a lone process; with several pool processes
+        on the host, each gets its share of the cores so that their calls do not fight."""
+        if self.settings.inference_threads:
+            return self.settings.inference_threads
+        return max(1, available_cores() // self.processes) if self.processes > 1 else 0
 
     def load(self, path: Path, *, version: str) -> LoadedModel:
         """Load the artifact folder ``path`` as ``version``, warmed up for a usual batch."""
@@ -175,7 +193,7 @@ class ModelLoader:
             info=read_artifact_info(path),
             version=version,
             precision=self.precision,
-            threads=self.settings.inference_threads,
+            threads=self.inference_threads,
         )
 
     def _load_keras(self, path: Path, *, version: str) -> LoadedModel:
@@ -187,7 +205,7 @@ class ModelLoader:
             configure_tensorflow(
                 memory_growth=self.settings.tf_memory_growth,
                 mixed_precision=self.settings.mixed_precision,
-                threads=self.settings.inference_threads,
+                threads=self.inference_threads,
             )
             self._tf_configured = True
         return load_model(path, version=version)

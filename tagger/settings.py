@@ -55,7 +55,11 @@ class Settings(BaseSettings):
 
     # --- workers -------------------------------------------------------------------
     worker_concurrency: int = Field(
-        1, ge=1, description="Worker processes per `tagger worker` (one per GPU on GPU hosts)."
+        0,
+        ge=0,
+        description="Pool processes per `tagger worker`. 0: automatic, 1 on TensorFlow (one "
+        "worker per GPU) and 2 on OpenVINO (one batch's fetch and decode overlap the other's "
+        "model call; each process gets half of the cores).",
     )
     visibility_timeout: int = Field(
         270,

@@ -13,7 +13,7 @@ import botocore.exceptions
 import sqlalchemy.exc
 from celery import Celery, Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 
 from tagger import metrics
 from tagger.db import make_engine, make_session_factory
@@ -46,14 +46,30 @@ _tagger: BatchTagger | None = None
 _tagger_lock = threading.Lock()  # `--pool threads`: several tasks may start at once
 
 
+# Pool processes sharing this host's cores (set when the worker starts, inherited by the
+# fork): a model's threads are split between them (tagger.runtime.ModelLoader).
+_pool_processes = 1
+
+
 def batch_tagger(settings: Settings) -> BatchTagger:
     global _tagger
     with _tagger_lock:
         if _tagger is None:
             engine = make_engine(settings.database_url)
-            _tagger = BatchTagger(settings, make_session_factory(engine))
+            _tagger = BatchTagger(
+                settings, make_session_factory(engine), pool_processes=_pool_processes
+            )
             log.info("worker process %d ready", os.getpid())
         return _tagger
+
+
+@worker_init.connect
+def _note_pool(sender: object = None, **_: object) -> None:
+    # Only the prefork pool runs tasks in several processes; the threads and solo pools
+    # run every task in this one, whatever --concurrency says.
+    global _pool_processes
+    prefork = "prefork" in str(getattr(sender, "pool_cls", ""))
+    _pool_processes = int(getattr(sender, "concurrency", 1) or 1) if prefork else 1
 
 
 @worker_process_init.connect

@@ -80,6 +80,7 @@ def worker(ctx: Context, celery_args: tuple[str, ...]) -> None:
     """Run a Celery worker (extra options go to `celery worker`). It serves Prometheus
     metrics on TAGGER_METRICS_PORT (0: none); `tagger stats` sums them up."""
     from tagger.celery_app import create_app
+    from tagger.runtime import worker_processes
 
     s = ctx.settings
     app = create_app(s)
@@ -90,7 +91,7 @@ def worker(ctx: Context, celery_args: tuple[str, ...]) -> None:
         "-Q",
         s.queue,
         "--concurrency",
-        str(s.worker_concurrency),
+        str(worker_processes(s)),
         *celery_args,
     ]
     app.worker_main(args)

@@ -1,0 +1,166 @@
+"""End to end through real `tagger worker` processes, for benchmarks/pipeline.py.
+
+Each configuration starts `python -m tagger.cli worker` (the README's `tagger worker`)
+with the default settings plus the configuration's own, runs a warm-up job (model load,
+conversion cache, first calls), then times a job of every catalogue image from the
+moment it is queued (the job row's creation) until its last batch is written (the job's
+finish time), both stamped in Postgres. Each job has its own item ids,
+so every configuration tags every image.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+import sqlalchemy as sa
+
+from tagger.db import Job
+from tagger.runtime import choose_precision, choose_runtime, cpu_flags, gpu_visible
+from tagger.settings import Settings
+
+#: (label, extra environment, extra worker options); the first is the reference.
+CONFIGS: list[tuple[str, dict[str, str], list[str]]] = [
+    ("keras, before (prefork, 1 process)", {"TAGGER_RUNTIME": "keras"}, []),
+    ("defaults", {}, []),
+    ("openvino, prefork 1 process", {"TAGGER_WORKER_CONCURRENCY": "1"}, []),
+    ("openvino, --pool threads -c 2", {}, ["--pool", "threads", "--concurrency", "2"]),
+]
+
+
+#: The only TAGGER_* variables the benchmark sets; any other in its environment is dropped.
+TAGGER_ENV = {
+    "TAGGER_DATABASE_URL",
+    "TAGGER_BROKER_URL",
+    "TAGGER_S3_ENDPOINT_URL",
+    "TAGGER_MODEL_CACHE_DIR",
+    "TAGGER_BATCH_SIZE",
+    "TAGGER_METRICS_PORT",
+}
+
+
+def runtime_label(env: dict[str, str]) -> str:
+    settings = Settings(_env_file=None, **_settings_kwargs(env))
+    runtime = choose_runtime(settings.runtime, gpu=gpu_visible())
+    if runtime == "keras":
+        return "keras fp32"
+    return f"openvino {choose_precision(settings.precision, flags=cpu_flags())}"
+
+
+def _settings_kwargs(env: dict[str, str]) -> dict[str, str]:
+    keys = {"TAGGER_RUNTIME": "runtime", "TAGGER_PRECISION": "precision"}
+    return {field: env[var] for var, field in keys.items() if var in env}
+
+
+def tagger(env: dict[str, str], *args: str) -> str:
+    run = subprocess.run(
+        [sys.executable, "-m", "tagger.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if run.returncode:
+        raise SystemExit(f"tagger {' '.join(args)} failed: {run.stderr[-2000:]}")
+    return run.stdout.strip()
+
+
+def process_tree(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = [int(c) for c in children.read_text().split()] if children.exists() else []
+    return [pid, *[p for k in kids for p in process_tree(k)]]
+
+
+def peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def wait_finished(engine: sa.Engine, job_id: int, worker: subprocess.Popen) -> float:
+    """Seconds from the job's creation (its batches queued) to its last batch written."""
+    while True:
+        with engine.connect() as conn:
+            row = conn.execute(sa.select(Job.__table__).where(Job.id == job_id)).one()
+        if row.status == "finished":
+            if row.failed:
+                raise SystemExit(f"job {job_id}: {row.failed} items failed")
+            return (row.finished_at - row.created_at).total_seconds()
+        if worker.poll() is not None:
+            raise SystemExit("the worker exited; see its log")
+        time.sleep(0.05)
+
+
+def write_csv(path: Path, prefix: str, jpegs, n: int) -> Path:
+    import csv
+
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["item_id", "image_uri", "title"])
+        for i in range(n):
+            w.writerow([f"{prefix}{i}", f"s3://bench/{i}.jpg", jpegs[i][1]])
+    return path
+
+
+def run_workers(args, work: Path, artifact: Path, s3_url: str, db_url: str, jpegs, limits):
+    broker = f"redis://127.0.0.1:6379/{args.redis_db}"
+    redis.Redis.from_url(broker).flushdb()
+    base = {
+        **os.environ,
+        "TAGGER_DATABASE_URL": db_url,
+        "TAGGER_BROKER_URL": broker,
+        "TAGGER_S3_ENDPOINT_URL": s3_url,
+        "TAGGER_MODEL_CACHE_DIR": str(work / "cache"),
+        "TAGGER_BATCH_SIZE": str(args.batch_size),
+        "TAGGER_METRICS_PORT": "0",
+    }
+    for var in [v for v in base if v.startswith("TAGGER_") and v not in TAGGER_ENV]:
+        del base[var]  # the defaults are what is measured
+    tagger(base, "model", "register", str(artifact), "--version", "bench", "--activate")
+    engine = sa.create_engine(db_url)
+    n = len(jpegs)
+    results = []
+    for k, (label, extra_env, options) in enumerate(CONFIGS):
+        env = {**base, **extra_env}
+        log = work / f"worker-{k}.log"
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "tagger.cli", "worker", "-n", f"bench{k}@%h", *options],
+            env=env,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            warm = int(tagger(env, "import", str(write_csv(work / "w.csv", f"w{k}-", jpegs, 64))))
+            wait_finished(engine, warm, worker)
+            csv_path = write_csv(work / "t.csv", f"t{k}-", jpegs, n)
+            job = int(tagger(env, "import", str(csv_path)))
+            # Timed in Postgres, not around `tagger import`: the CLI's own start-up is not
+            # tagging time.
+            rate = n / wait_finished(engine, job, worker)
+            tree = process_tree(worker.pid)
+            rss = max(peak_rss_mb(p) for p in tree)
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=120)
+        results.append((label, runtime_label(env), rate, rss))
+        print(f"  ran {label}: {rate:.1f} images/s", flush=True)
+    engine.dispose()
+    redis.Redis.from_url(broker).flushdb()
+
+    before = results[0][2]
+    print(
+        f"\nend to end, real `tagger worker` processes, {n} catalogue JPEGs (800x600), "
+        f"image+text model, batches of {args.batch_size}:"
+    )
+    for label, runtime, rate, rss in results:
+        limit = limits.get(runtime)
+        of_limit = f"{rate / limit:5.2f}x its pipeline limit" if limit else ""
+        print(
+            f"  {label:38s} [{runtime:13s}] {rate:7.1f} images/s  {of_limit}  "
+            f"{rate / before:5.2f}x before  peak RSS {rss:6.0f} MB"
+        )

@@ -135,15 +135,21 @@ def run_workers(args, work: Path, artifact: Path, s3_url: str, db_url: str, jpeg
             stderr=subprocess.STDOUT,
         )
         try:
-            warm = int(tagger(env, "import", str(write_csv(work / "w.csv", f"w{k}-", jpegs, 64))))
+            # Two batches, so that each of two pool processes loads its model before the
+            # timed job (a process loads it on its first batch).
+            warm_csv = write_csv(work / "w.csv", f"w{k}-", jpegs, 2 * args.batch_size)
+            warm = int(tagger(env, "import", str(warm_csv)))
             wait_finished(engine, warm, worker)
+            loads = log.read_text().count("loaded model")
             csv_path = write_csv(work / "t.csv", f"t{k}-", jpegs, n)
             job = int(tagger(env, "import", str(csv_path)))
             # Timed in Postgres, not around `tagger import`: the CLI's own start-up is not
             # tagging time.
             rate = n / wait_finished(engine, job, worker)
-            tree = process_tree(worker.pid)
-            rss = max(peak_rss_mb(p) for p in tree)
+            if log.read_text().count("loaded model") != loads:
+                print(f"  note: {label}: a model was loaded during the timed job", flush=True)
+            peaks = [peak_rss_mb(p) for p in process_tree(worker.pid)]
+            rss = (max(peaks), sum(peaks))
         finally:
             worker.send_signal(signal.SIGTERM)
             worker.wait(timeout=120)
@@ -162,5 +168,6 @@ def run_workers(args, work: Path, artifact: Path, s3_url: str, db_url: str, jpeg
         of_limit = f"{rate / limit:5.2f}x its pipeline limit" if limit else ""
         print(
             f"  {label:38s} [{runtime:13s}] {rate:7.1f} images/s  {of_limit}  "
-            f"{rate / before:5.2f}x before  peak RSS {rss:6.0f} MB"
+            f"{rate / before:5.2f}x before  peak RSS {rss[0]:5.0f} MB per process, "
+            f"{rss[1]:5.0f} MB all"
         )

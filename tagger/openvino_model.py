@@ -30,13 +30,18 @@ TOKENIZER_FILE = "tokenizer.json"
 _OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 
 
-def compile_model(path: Path, *, precision: str, threads: int) -> Any:
+def compile_model(path: Path, *, precision: str, threads: int, shared: bool = False) -> Any:
     """The IR at ``path`` compiled for the CPU.
 
     The precision is always set: left alone, OpenVINO picks bf16 by itself on CPUs that
     have it, which would make "fp32" a lie. THROUGHPUT, not LATENCY: a batch is split
     over the plugin's streams (``OpenVinoModel``), each on its own cores, which measured
     1.5x one stream using every core for EfficientNet's many small layers on 2 cores.
+
+    ``shared``: other processes of the same worker run models on this host's cores at
+    the same time. OpenVINO pins its threads to cores counted from the first, so two
+    processes with one thread each both pin to core 0 and run at half speed (measured);
+    unpinned, the operating system spreads them.
     """
     import openvino as ov
 
@@ -46,6 +51,8 @@ def compile_model(path: Path, *, precision: str, threads: int) -> Any:
     }
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
+    if shared:
+        config["ENABLE_CPU_PINNING"] = False
     core = ov.Core()
     try:
         return core.compile_model(core.read_model(str(path)), "CPU", config)
@@ -86,6 +93,14 @@ class OpenVinoModel(LoadedModel):
         self._queue.set_callback(self._collect)
         self._results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
+    def __repr__(self) -> str:
+        threads = self._compiled.get_property("INFERENCE_NUM_THREADS")
+        return (
+            f"OpenVinoModel(version={self.version!r}, {self.precision}, "
+            f"{threads} thread{'s' if threads != 1 else ''}, {self.streams} stream(s), "
+            f"image_size={self.image_size}, uses_text={self.uses_text})"
+        )
+
     def _collect(self, request: Any, index: int) -> None:
         # Copies: a request's output buffers are reused by its next run.
         gender, product = (np.array(request.get_tensor(port).data) for port in self._outputs)
@@ -112,7 +127,13 @@ class OpenVinoModel(LoadedModel):
 
 
 def load_openvino(
-    converted: Path, *, info: ArtifactInfo, version: str, precision: str, threads: int
+    converted: Path,
+    *,
+    info: ArtifactInfo,
+    version: str,
+    precision: str,
+    threads: int,
+    shared: bool = False,
 ) -> OpenVinoModel:
     """Load a checked conversion folder of the artifact ``info``."""
     tokenizer = None
@@ -124,7 +145,9 @@ def load_openvino(
             raise ArtifactError(f"{converted / TOKENIZER_FILE}: {e}") from e
     if bool(info.config.get("use_text")) != (tokenizer is not None):
         raise ArtifactError(f"{converted}: caption input does not match the artifact's config")
-    compiled = compile_model(converted / IR_FILE, precision=precision, threads=threads)
+    compiled = compile_model(
+        converted / IR_FILE, precision=precision, threads=threads, shared=shared
+    )
     return OpenVinoModel(
         compiled, version=version, info=info, tokenizer=tokenizer, precision=precision
     )

@@ -105,12 +105,13 @@ class BatchTagger:
                 self._model = None  # drop the old one before loading: one in memory at a time
                 self._model = self._loader.load(path, version=version.version)
                 log.info(
-                    "loaded model %s on %s from %s in %.1f s (was %s)",
+                    "loaded model %s on %s from %s in %.1f s (was %s): %r",
                     version.version,
                     self._model.runtime,
                     path,
                     time.perf_counter() - started,
                     previous,
+                    self._model,
                 )
             return self._model
 

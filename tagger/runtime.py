@@ -23,7 +23,7 @@ from pathlib import Path
 from tagger.artifacts import artifact_fingerprint, read_artifact_info
 from tagger.exceptions import ArtifactError
 from tagger.model import LoadedModel
-from tagger.settings import Settings, available_cores
+from tagger.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ def choose_precision(setting: str, *, flags: set[str]) -> str:
 def worker_processes(settings: Settings) -> int:
     """Pool processes of one `tagger worker`: the setting, or 1 on TensorFlow (it takes a
     whole GPU) and 2 on OpenVINO, so that one process fetches and decodes a batch while
-    the other runs the model (benchmarks/pipeline.py compares the choices)."""
+    the other runs the model (benchmarks/pipeline.py compares the choices; the prefork
+    pool keeps the time limits that the threads pool does not enforce)."""
     if settings.worker_concurrency:
         return settings.worker_concurrency
     return 1 if choose_runtime(settings.runtime, gpu=gpu_visible()) == "keras" else 2
@@ -163,11 +164,10 @@ class ModelLoader:
 
     @property
     def inference_threads(self) -> int:
-        """The setting, or (0) every core for a lone process; with several pool processes
-        on the host, each gets its share of the cores so that their calls do not fight."""
-        if self.settings.inference_threads:
-            return self.settings.inference_threads
-        return max(1, available_cores() // self.processes) if self.processes > 1 else 0
+        """The setting (0: every core). Pool processes do not split the cores: while one
+        fetches and decodes, the other's model call has the whole machine, and two calls
+        at once on all cores cost no more than one each on half (measured)."""
+        return self.settings.inference_threads
 
     def load(self, path: Path, *, version: str) -> LoadedModel:
         """Load the artifact folder ``path`` as ``version``, warmed up for a usual batch."""
@@ -194,6 +194,7 @@ class ModelLoader:
             version=version,
             precision=self.precision,
             threads=self.inference_threads,
+            shared=self.processes > 1,
         )
 
     def _load_keras(self, path: Path, *, version: str) -> LoadedModel:

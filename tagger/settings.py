@@ -59,7 +59,7 @@ class Settings(BaseSettings):
         ge=0,
         description="Pool processes per `tagger worker`. 0: automatic, 1 on TensorFlow (one "
         "worker per GPU) and 2 on OpenVINO (one batch's fetch and decode overlap the other's "
-        "model call; each process gets half of the cores).",
+        "model call).",
     )
     visibility_timeout: int = Field(
         270,

@@ -11,6 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from tagger.db import current_tags
+from tagger.runtime import choose_precision, cpu_flags
+from tagger.settings import available_cores
 from tests.factories import build_artifact, make_s3_catalogue, write_csv
 from tests.processes import start_worker, stop, wait_for_job
 
@@ -33,7 +35,8 @@ def test_roll_out_on_openvino_converts_between_batches_without_tensorflow(
     """v1 (image+text) tags a job on OpenVINO; v2 (image-only, registered on a Keras host,
     so not yet converted) is activated; the running worker converts and loads it before
     its next batch and re-tags everything under v2; one current tag per good item, one
-    failure per broken one, and no TensorFlow in the worker's pool process."""
+    failure per broken one, and no TensorFlow in either of the worker's two (default)
+    pool processes."""
     env = {**os.environ, "TAGGER_LOG_LEVEL": "INFO", "TAGGER_RUNTIME": "openvino"}
     rows, broken = make_s3_catalogue(s3_client, bucket, n=30, broken_every=10)
     catalogue = write_csv(tmp_path / "catalogue.csv", rows)
@@ -58,8 +61,9 @@ def test_roll_out_on_openvino_converts_between_batches_without_tensorflow(
         retag = tagger_cli({**env, "TAGGER_BATCH_SIZE": "10"}, "retag", "--all")
         assert retag.returncode == 0, retag.stderr
         job = wait_for_job(db, int(retag.stdout.split()[-1]), [worker])
-        (pool,) = _pool_processes(worker.pid)
-        assert not _loaded_tensorflow(pool)
+        pool = _pool_processes(worker.pid)
+        assert len(pool) == 2  # the default on OpenVINO: two pool processes
+        assert not any(_loaded_tensorflow(pid) for pid in pool)
     finally:
         stop([worker])
 
@@ -70,4 +74,8 @@ def test_roll_out_on_openvino_converts_between_batches_without_tensorflow(
         assert sorted(current) == sorted((item, "v2") for item in good)
     text = log.read_text()
     assert "loaded model v1 on openvino" in text and "loaded model v2 on openvino" in text
+    # Each of the two processes may use every core, unpinned (they take turns).
+    cores = available_cores()
+    precision = choose_precision("auto", flags=cpu_flags())
+    assert f"{precision}, {cores} thread{'s' if cores != 1 else ''}," in text
     assert len(list(converted.iterdir())) == 2  # the worker converted v2 itself

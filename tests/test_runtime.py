@@ -23,6 +23,7 @@ from tagger.runtime import (
     cpu_flags,
     ensure_converted,
     gpu_visible,
+    worker_processes,
 )
 from tagger.settings import Settings
 
@@ -56,6 +57,22 @@ def test_no_gpu_when_cuda_visible_devices_hides_them():
     """CUDA_VISIBLE_DEVICES='' or '-1' means no GPU, whatever the driver shows."""
     assert gpu_visible({"CUDA_VISIBLE_DEVICES": ""}) is False
     assert gpu_visible({"CUDA_VISIBLE_DEVICES": "-1"}) is False
+
+
+def test_worker_processes_default_to_two_on_openvino_and_one_on_keras():
+    """TAGGER_WORKER_CONCURRENCY=0: 2 pool processes on OpenVINO, 1 on TensorFlow; a set
+    value wins."""
+    assert worker_processes(Settings(runtime="openvino", worker_concurrency=0)) == 2
+    assert worker_processes(Settings(runtime="keras", worker_concurrency=0)) == 1
+    assert worker_processes(Settings(runtime="openvino", worker_concurrency=3)) == 3
+
+
+def test_pool_processes_share_every_core_unless_threads_are_set():
+    """Pool processes each may use every core (0), since they mostly take turns at the
+    model; a set TAGGER_INFERENCE_THREADS wins."""
+    assert ModelLoader(Settings(runtime="openvino"), processes=2).inference_threads == 0
+    fixed = Settings(runtime="openvino", inference_threads=3)
+    assert ModelLoader(fixed, processes=2).inference_threads == 3
 
 
 def test_agreement_counts_ties_within_tolerance_as_agreeing():
@@ -114,6 +131,19 @@ def test_converted_caption_model_matches_keras(converted):
         for head in ("gender", "product"):
             want, got = b.scores[head], a.scores[head]
             assert max(abs(want[k] - got[k]) for k in want) < 1e-4
+
+
+@pytest.mark.slow
+def test_shared_host_turns_thread_pinning_off(converted):
+    """Several pool processes on one host: pinning off (each would pin its threads to
+    the same first cores); the thread count and the precision are set as asked."""
+    from tagger.openvino_model import IR_FILE, compile_model
+
+    _, _, folder = converted
+    shared = compile_model(folder / IR_FILE, precision="fp32", threads=1, shared=True)
+    assert shared.get_property("ENABLE_CPU_PINNING") is False
+    assert shared.get_property("INFERENCE_NUM_THREADS") == 1
+    assert str(shared.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
 
 
 @pytest.mark.slow

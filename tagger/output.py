@@ -11,7 +11,7 @@ import csv
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO, TypeVar
@@ -49,7 +49,7 @@ def _plain(value: Any, *, human: bool = False) -> Any:
 
 
 def render(
-    rows: Sequence[dict[str, Any]],
+    rows: Iterable[dict[str, Any]],
     *,
     columns: Sequence[str],
     fmt: str = "table",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -103,20 +103,20 @@ class TagQuery:
     model_version: str | None = None
     since: datetime | None = None
     limit: int | None = None
+    #: keyset paging: only items whose id sorts after this one (the last of a page)
+    after: str | None = None
 
 
 def query_tags(*, session: Session, query: TagQuery) -> list[dict[str, Any]]:
-    """Current tags (the ``current_tags`` view), or one version's tags when it is named.
+    """Current tags (the ``current_tags`` view), or one version's tags when it is named,
+    in item-id order.
 
     ``min_score`` applies to the score of each label filtered on (gender and/or product
-    type); with neither, to the product-type score.
+    type); with neither, to the product-type score. ``after`` starts after that item id.
     """
-    stmt, c = _tag_select(query)
     if query.item_ids is None:
-        stmt = stmt.order_by(c.item_id)
-        if query.limit:
-            stmt = stmt.limit(query.limit)
-        return [dict(row._mapping) for row in session.execute(stmt)]
+        return list(iter_tags(session=session, query=query))
+    stmt, c = _tag_select(query)
     # Chunked: a catalogue's worth of ids would exceed driver parameter limits.
     rows: list[dict[str, Any]] = []
     for chunk in chunked(sorted(set(query.item_ids)), CHUNK):
@@ -125,6 +125,23 @@ def query_tags(*, session: Session, query: TagQuery) -> list[dict[str, Any]]:
         if query.limit and len(rows) >= query.limit:
             return rows[: query.limit]
     return rows
+
+
+def iter_tags(
+    *, session: Session, query: TagQuery, chunk_rows: int = 1000
+) -> Iterator[dict[str, Any]]:
+    """``query_tags``'s rows one by one, fetched ``chunk_rows`` at a time (a server-side
+    cursor on Postgres), so a full export holds one chunk in memory, not the catalogue."""
+    if query.item_ids is not None:
+        yield from query_tags(session=session, query=query)
+        return
+    stmt, c = _tag_select(query)
+    stmt = stmt.order_by(c.item_id)
+    if query.limit:
+        stmt = stmt.limit(query.limit)
+    result = session.execute(stmt.execution_options(yield_per=chunk_rows))
+    for row in result:
+        yield dict(row._mapping)
 
 
 def _tag_select(query: TagQuery):
@@ -141,6 +158,8 @@ def _tag_select(query: TagQuery):
     )
     if query.model_version:
         stmt = stmt.where(c.model_version == query.model_version)
+    if query.after is not None:
+        stmt = stmt.where(c.item_id > query.after)
     if query.gender:
         stmt = stmt.where(c.gender == query.gender)
     if query.product_type:

@@ -218,3 +218,40 @@ def test_format_outside_the_choices_is_a_usage_error(env, tagger_cli):
         result = tagger_cli(env, *command, "--format", "xml")
         assert result.returncode == 2, (command, result.stderr)
         assert "'xml' is not one of 'table', 'csv', 'json'" in result.stderr, result.stderr
+
+
+def test_tags_shows_a_page_says_more_exist_and_csv_exports_all(
+    db, env, tagger_cli, session_factory, monkeypatch
+):
+    """Without --limit, `tags` shows one page (PAGE_ROWS, 3 here) and names the --after of
+    the next page on stderr; that page ends the rows with no message; csv streams every row."""
+    from tagger.scoring import Prediction
+    from tagger.tags import save_batch
+    from tests.factories import add_model_version
+
+    monkeypatch.setattr("tagger.cli.query.PAGE_ROWS", 3)
+    with session_factory.begin() as s:
+        add_model_version(s, "v1", activate=True)
+        s.add_all([Item(item_id=f"sku{k}", image_uri=f"/x/{k}.jpg") for k in range(5)])
+        s.flush()
+        pred = Prediction("MEN", 0.9, "Pants", 0.8, {"gender": {}, "product": {}})
+        save_batch(
+            session=s,
+            job_id=None,
+            model_version="v1",
+            failures={},
+            predictions={f"sku{k}": pred for k in range(5)},
+        )
+
+    first = tagger_cli(env, "tags", "--format", "json")
+    assert first.returncode == 0, first.stderr
+    assert [r["item_id"] for r in json.loads(first.stdout)] == ["sku0", "sku1", "sku2"]
+    assert "more exist: add --after sku2" in first.stderr
+    rest = tagger_cli(env, "tags", "--format", "json", "--after", "sku2")
+    assert [r["item_id"] for r in json.loads(rest.stdout)] == ["sku3", "sku4"]
+    assert rest.stderr == ""
+    everything = tagger_cli(env, "tags", "--format", "csv")
+    assert [r["item_id"] for r in csv.DictReader(io.StringIO(everything.stdout))] == [
+        f"sku{k}" for k in range(5)
+    ]
+    assert "more exist" not in everything.stderr

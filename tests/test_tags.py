@@ -9,7 +9,7 @@ from tagger.exceptions import CorruptImage
 from tagger.jobs import create_job
 from tagger.scoring import Prediction
 from tagger.states import JobKind
-from tagger.tags import TagQuery, query_tags, save_batch
+from tagger.tags import TagQuery, iter_tags, query_tags, save_batch
 from tests.factories import add_model_version
 
 
@@ -168,3 +168,28 @@ def test_query_by_many_item_ids_spans_chunks(session_factory):
         limited = query_tags(session=s, query=TagQuery(item_ids=wanted, limit=3))
     assert [r["item_id"] for r in rows] == sorted(preds)
     assert [r["item_id"] for r in limited] == sorted(preds)[:3]
+
+
+def test_keyset_pages_cover_every_row_once(session_factory):
+    """Pages of 3 with ``after`` = the last id of the previous page, fetched through the
+    streaming iterator in chunks smaller than a page, give every tag once, in order."""
+    n = 10
+    job_id = _setup(session_factory, n=n)
+    with session_factory.begin() as s:
+        save_batch(
+            session=s,
+            job_id=job_id,
+            model_version="v1",
+            failures={},
+            predictions={f"i{k}": _pred("MEN", 0.9, "Pants", 0.8) for k in range(n)},
+        )
+    seen, after = [], None
+    with session_factory() as s:
+        while True:
+            query = TagQuery(limit=3, after=after)
+            page = [r["item_id"] for r in iter_tags(session=s, query=query, chunk_rows=2)]
+            if not page:
+                break
+            seen += page
+            after = page[-1]
+    assert seen == sorted(f"i{k}" for k in range(n))

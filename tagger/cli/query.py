@@ -9,6 +9,9 @@ import click
 from tagger.cli.context import Context, pass_ctx
 from tagger.output import format_option
 
+#: Rows `tagger tags` shows without --limit (table and json).
+PAGE_ROWS = 1000
+
 
 @click.group("tags", invoke_without_command=True)
 @click.option("--gender")
@@ -18,30 +21,51 @@ from tagger.output import format_option
 @click.option("--job", "job_id", type=int)
 @click.option("--model-version", help="That version's tags instead of the current ones.")
 @click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), help="UTC.")
-@click.option("--limit", type=click.IntRange(1))
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    help=f"Most rows (default: {PAGE_ROWS} for table and json; csv exports every row).",
+)
+@click.option("--after", metavar="ITEM_ID", help="Rows after this item id (the next page).")
 @format_option
 @click.pass_context
 def tags(click_ctx: click.Context, fmt: str, **filters) -> None:
-    """Current tags per item (the current_tags view), filtered. `tags prune` drops old ones."""
+    """Current tags per item (the current_tags view), filtered, in item-id order; page with
+    --after. `tags prune` drops old ones."""
     if click_ctx.invoked_subcommand is not None:
         return
     from tagger.jobs import get_job
     from tagger.output import TAG_COLUMNS, render
     from tagger.registry import get_model_version
-    from tagger.tags import TagQuery, query_tags
+    from tagger.tags import TagQuery, iter_tags
 
     ctx = click_ctx.ensure_object(Context)
     since: datetime | None = filters.pop("since")
     if since is not None:
         since = since.replace(tzinfo=timezone.utc)
-    query = TagQuery(**filters, since=since)
+    asked = filters.pop("limit")
+    # A page by default: a terminal cannot show a catalogue. csv streams everything.
+    limit = asked or (None if fmt == "csv" else PAGE_ROWS)
+    # One row more than shown says whether there is a next page.
+    query = TagQuery(**filters, since=since, limit=limit + 1 if limit else None)
     with ctx.sessions() as session:
         if query.job_id is not None:
             get_job(session=session, job_id=query.job_id)
         if query.model_version is not None:
             get_model_version(session=session, version=query.model_version)
-        rows = query_tags(session=session, query=query)
+        if fmt == "csv" and limit is None:
+            render(iter_tags(session=session, query=query), columns=TAG_COLUMNS, fmt=fmt)
+            return
+        rows = list(iter_tags(session=session, query=query))
+    more = limit is not None and len(rows) > limit
+    rows = rows[:limit]
     render(rows, columns=TAG_COLUMNS, fmt=fmt)
+    if more:
+        click.echo(
+            f"showing the first {limit} rows; more exist: add --after {rows[-1]['item_id']} "
+            "for the next page, or --format csv for every row",
+            err=True,
+        )
 
 
 @tags.command("prune")

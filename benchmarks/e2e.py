@@ -23,7 +23,6 @@ import sqlalchemy as sa
 
 from tagger.db import Job
 from tagger.runtime import choose_precision, choose_runtime, cpu_flags, gpu_visible
-from tagger.settings import Settings
 
 #: (label, extra environment, extra worker options); the first is the reference.
 CONFIGS: list[tuple[str, dict[str, str], list[str]]] = [
@@ -46,16 +45,11 @@ TAGGER_ENV = {
 
 
 def runtime_label(env: dict[str, str]) -> str:
-    settings = Settings(_env_file=None, **_settings_kwargs(env))
-    runtime = choose_runtime(settings.runtime, gpu=gpu_visible())
+    """The runtime and precision a worker started with ``env`` resolves to."""
+    runtime = choose_runtime(env.get("TAGGER_RUNTIME", "auto"), gpu=gpu_visible())
     if runtime == "keras":
         return "keras fp32"
-    return f"openvino {choose_precision(settings.precision, flags=cpu_flags())}"
-
-
-def _settings_kwargs(env: dict[str, str]) -> dict[str, str]:
-    keys = {"TAGGER_RUNTIME": "runtime", "TAGGER_PRECISION": "precision"}
-    return {field: env[var] for var, field in keys.items() if var in env}
+    return f"openvino {choose_precision(env.get('TAGGER_PRECISION', 'auto'), flags=cpu_flags())}"
 
 
 def tagger(env: dict[str, str], *args: str) -> str:

@@ -39,7 +39,7 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
 import numpy as np
 
 from benchmarks.e2e import run_workers
-from tagger.runtime import cpu_flags, ensure_converted, gpu_visible
+from tagger.runtime import choose_precision, cpu_flags, ensure_converted, gpu_visible
 from tagger.settings import Settings, available_cores
 
 
@@ -92,7 +92,8 @@ def load_runtimes(path: Path, runtimes: list[str], cache: Path, threads: int) ->
     if "openvino" in runtimes:
         from tagger.openvino_model import load_openvino
 
-        precisions = ["fp32"] + (["bf16"] if cpu_flags() & {"avx512_bf16", "amx_bf16"} else [])
+        native_bf16 = choose_precision("auto", flags=cpu_flags()) == "bf16"
+        precisions = ["fp32"] + (["bf16"] if native_bf16 else [])
         for precision in precisions:
             folder = ensure_converted(path, cache_dir=cache, precision=precision)
             started = time.perf_counter()
@@ -162,10 +163,8 @@ def catalogue_jpegs(work: Path, n: int, seed: int) -> list[tuple[bytes, str]]:
     return out
 
 
-def other_stages(settings: Settings, s3_url: str, db_url: str, jpegs, *, batch: int, size: int):
+def other_stages(settings: Settings, db_url: str, jpegs, *, batch: int, size: int):
     """images/s of fetch, decode and write alone, each with the worker's own code."""
-    import boto3
-
     from tagger.catalogue import CatalogueItem
     from tagger.db import make_engine, make_session_factory
     from tagger.images import decode_many
@@ -176,7 +175,6 @@ def other_stages(settings: Settings, s3_url: str, db_url: str, jpegs, *, batch: 
     from tagger.tags import save_batch
     from train.model import GENDER_LABELS, PRODUCT_LABELS
 
-    s3 = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1")
     uris = [f"s3://bench/{i}.jpg" for i in range(len(jpegs))]
     batches = [uris[i : i + batch] for i in range(0, len(uris), batch)]
     client = make_s3_client(settings)
@@ -241,7 +239,6 @@ def other_stages(settings: Settings, s3_url: str, db_url: str, jpegs, *, batch: 
             )
     write = len(items) / (time.perf_counter() - started)
     engine.dispose()
-    del s3
     return {"fetch": fetch, "decode": decode, "write": write}
 
 
@@ -322,9 +319,7 @@ def run_e2e(args, work: Path, model_rates: dict[str, float], artifact: Path) -> 
         for i, (blob, _) in enumerate(jpegs):
             s3.put_object(Bucket="bench", Key=f"{i}.jpg", Body=blob)
         settings = Settings(database_url=db_url, s3_endpoint_url=s3_url)
-        stages = other_stages(
-            settings, s3_url, db_url, jpegs, batch=args.batch_size, size=args.image_size
-        )
+        stages = other_stages(settings, db_url, jpegs, batch=args.batch_size, size=args.image_size)
         print(
             f"\nother stages alone ({args.images} catalogue JPEGs, 800x600, batches of "
             f"{args.batch_size}, worker defaults):"

@@ -21,13 +21,16 @@ import tempfile
 from pathlib import Path
 
 from tagger.artifacts import artifact_fingerprint, read_artifact_info
+
+# The converter's constants: importing tagger.convert loads no TensorFlow (its functions
+# import it), and the conversion itself runs in a child process.
+from tagger.convert import REFUSED_EXIT, REPORT_FILE
 from tagger.exceptions import ArtifactError
 from tagger.model import LoadedModel
 from tagger.settings import Settings
 
 log = logging.getLogger(__name__)
 
-REPORT_FILE = "conversion.json"  # tagger.convert writes it; read here without importing it
 CONVERSION_TIMEOUT = 900
 BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
 
@@ -123,8 +126,6 @@ def ensure_converted(artifact: Path, *, cache_dir: Path, precision: str) -> Path
 
 
 def _convert_in_subprocess(artifact: Path, out: Path, *, precision: str) -> None:
-    from tagger.convert import REFUSED_EXIT  # constants only: TensorFlow loads in the child
-
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     command = [sys.executable, "-m", "tagger.convert", str(artifact), str(out)]
     try:

@@ -5,7 +5,9 @@ model", "Failure semantics")."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -17,10 +19,30 @@ from tagger.states import ItemState, JobKind, JobStatus
 
 # Keep IN (...) lists and multi-row inserts well under driver parameter limits.
 CHUNK = 500
+# Item ids read back from the ledger per query when streaming a job's batches.
+PAGE = 10_000
 
 # The statuses inside sa.case(...) are untyped literals (no column lends them a type), so
 # they are passed as the plain word (.value): what is stored never depends on how
 # SQLAlchemy or the driver would treat an Enum member there.
+
+
+def open_job(*, session: Session, kind: JobKind, source: str | None, batch_size: int) -> Job:
+    """A queued job with no items yet (flushed, so it has its id): set-based planners fill
+    its ledger with INSERT ... SELECT and then set ``total`` from the row count."""
+    now = utcnow()
+    job = Job(
+        kind=kind,
+        source=source,
+        status=JobStatus.QUEUED,
+        total=0,
+        batch_size=batch_size,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(job)
+    session.flush()
+    return job
 
 
 def create_job(
@@ -33,19 +55,11 @@ def create_job(
     skipped: int = 0,
 ) -> Job:
     """A job over ``item_ids`` (each once), all pending; finished at once when empty."""
-    now = utcnow()
-    job = Job(
-        kind=kind,
-        source=source,
-        status=JobStatus.QUEUED if item_ids else JobStatus.FINISHED,
-        total=len(item_ids),
-        skipped=skipped,
-        batch_size=batch_size,
-        created_at=now,
-        updated_at=now,
-        finished_at=None if item_ids else now,
-    )
-    session.add(job)
+    job = open_job(session=session, kind=kind, source=source, batch_size=batch_size)
+    now = job.created_at
+    job.total, job.skipped = len(item_ids), skipped
+    if not item_ids:
+        job.status, job.finished_at = JobStatus.FINISHED, now
     session.flush()
     for chunk in chunked(list(item_ids), CHUNK):
         session.execute(
@@ -77,6 +91,30 @@ def pending_item_ids(*, session: Session, job_id: int) -> list[str]:
             .order_by(JobItem.item_id)
         )
     )
+
+
+def iter_batches(
+    *, session: Session, job_id: int, size: int, page: int = PAGE
+) -> Iterator[list[str]]:
+    """The job's pending item ids in batches of ``size``, in item-id order, read back from
+    the ledger a page at a time by keyset (``item_id > last``): memory stays one page
+    whatever the job's size, and items tagged meanwhile shift no page (unlike OFFSET)."""
+    page = max(size, page // size * size)
+    after: str | None = None
+    while True:
+        query = (
+            sa.select(JobItem.item_id)
+            .where(JobItem.job_id == job_id, JobItem.state == ItemState.PENDING)
+            .order_by(JobItem.item_id)
+            .limit(page)
+        )
+        if after is not None:
+            query = query.where(JobItem.item_id > after)
+        ids = list(session.scalars(query))
+        yield from chunked(ids, size)
+        if len(ids) < page:
+            return
+        after = ids[-1]
 
 
 def failure_counts(*, session: Session, job_id: int) -> dict[str, int]:
@@ -220,7 +258,7 @@ def hand_over(*, session: Session, item_ids: Sequence[str], to_job_id: int) -> d
     there and close each older job whose items are all accounted for, so no job stays
     ``running`` forever with items another job took. Returns items moved per job."""
     now = utcnow()
-    moved: dict[int, int] = {}
+    moved: Counter[int] = Counter()
     for chunk in chunked(sorted(set(item_ids)), CHUNK):
         rows = session.execute(
             sa.update(JobItem)
@@ -232,8 +270,39 @@ def hand_over(*, session: Session, item_ids: Sequence[str], to_job_id: int) -> d
             .values(state=ItemState.MOVED, started_at=None, updated_at=now)
             .returning(JobItem.job_id)
         )
-        for (job_id,) in rows:
-            moved[job_id] = moved.get(job_id, 0) + 1
+        moved.update(job_id for (job_id,) in rows)
+    _count_moved(session=session, moved=moved, now=now)
+    return dict(moved)
+
+
+def hand_over_job(*, session: Session, to_job_id: int) -> dict[int, int]:
+    """``hand_over`` for every item in job ``to_job_id``'s ledger, in one statement: the
+    ids never travel to Python. Returns items moved per older job."""
+    now = utcnow()
+    mine = sa.orm.aliased(JobItem)
+    taken = (
+        sa.update(JobItem)
+        .where(
+            JobItem.state == ItemState.PENDING,
+            JobItem.job_id != to_job_id,
+            sa.exists().where(mine.job_id == to_job_id, mine.item_id == JobItem.item_id),
+        )
+        .values(state=ItemState.MOVED, started_at=None, updated_at=now)
+        .returning(JobItem.job_id)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        # A data-modifying CTE: Postgres counts the moved rows per job itself.
+        cte = taken.cte("taken")
+        rows = session.execute(sa.select(cte.c.job_id, sa.func.count()).group_by(cte.c.job_id))
+        moved = Counter({job_id: int(n) for job_id, n in rows})
+    else:  # SQLite has no UPDATE in a CTE; embedded jobs are small
+        moved = Counter(job_id for (job_id,) in session.execute(taken))
+    _count_moved(session=session, moved=moved, now=now)
+    return dict(moved)
+
+
+def _count_moved(*, session: Session, moved: Counter[int], now: datetime) -> None:
+    # Close each job whose items are now all accounted for (done + failed + moved).
     for job_id, n in sorted(moved.items()):
         complete = Job.done + Job.failed + Job.moved + n >= Job.total
         session.execute(
@@ -246,4 +315,3 @@ def hand_over(*, session: Session, item_ids: Sequence[str], to_job_id: int) -> d
                 finished_at=sa.case((complete, sa.func.coalesce(Job.finished_at, now)), else_=None),
             )
         )
-    return moved

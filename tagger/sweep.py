@@ -11,34 +11,63 @@ Items already pending in a job that is still making progress are left alone; ite
 pending in a stalled job are handed over (that job is closed with them counted as
 ``moved``). A Postgres advisory lock makes two sweeps fired at once queue the work only
 once.
+
+Planning is set-based so it stays fast on a 10 M-item catalogue: the job's ledger is
+filled with ``INSERT INTO job_items ... SELECT`` straight from the queries below, the
+hand-over is one ``UPDATE``, and the ids never travel to Python; the caller streams the
+batches back from the ledger with ``tagger.jobs.iter_batches``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
-from tagger.batching import chunked
 from tagger.db import Failure, Item, Job, JobItem, Tag, utcnow
 from tagger.exceptions import NoActiveModel
-from tagger.jobs import create_job, hand_over
+from tagger.jobs import hand_over_job, iter_batches, open_job
 from tagger.registry import get_active_model_version
 from tagger.settings import Settings
 from tagger.states import ACTIVE_STATUSES, ItemState, JobKind
 
 # Arbitrary constant naming the sweep's advisory lock (pg_advisory_xact_lock takes a bigint).
 SWEEP_LOCK_KEY = 0x7A66_5E3E
+# Sorting a million stale items by age in 4 MB (Postgres's default) spills to disk; the
+# sweep is one statement a night, so it may take more for its own transaction.
+SWEEP_WORK_MEM = "256MB"
 
 
 @dataclass(frozen=True)
 class SweepPlan:
     job: Job | None
-    batches: list[list[str]]
     stale: int
     failed: int
+    moved: int = 0  # items taken over from stalled jobs
+    inline_batches: list[list[str]] | None = field(default=None, repr=False)
+
+    @property
+    def job_id(self) -> int | None:
+        return self.job.id if self.job is not None else None
+
+    @property
+    def total(self) -> int:
+        return self.stale + self.failed
+
+    @property
+    def batches(self) -> list[list[str]]:
+        """The batches as lists, for plans made with ``with_batches=True`` (small ones).
+        A streamed plan's batches are read with ``tagger.jobs.iter_batches``."""
+        if self.job is None:
+            return []
+        if self.inline_batches is None:
+            raise RuntimeError(
+                f"job {self.job.id}: plan made with with_batches=False; stream its batches "
+                "with tagger.jobs.iter_batches(session=..., job_id=..., size=...)"
+            )
+        return self.inline_batches
 
 
 def lock_sweeps(session: Session) -> None:
@@ -46,23 +75,25 @@ def lock_sweeps(session: Session) -> None:
     first one's job items as pending and skips them. SQLite writers are serialized anyway."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(sa.select(sa.func.pg_advisory_xact_lock(SWEEP_LOCK_KEY)))
+        session.execute(sa.text(f"SET LOCAL work_mem = '{SWEEP_WORK_MEM}'"))
 
 
-def busy_items(now: datetime, settings: Settings):
-    """Ids pending in a queued/running job that made progress recently (not stalled)."""
-    return (
-        sa.select(JobItem.item_id)
-        .join(Job, Job.id == JobItem.job_id)
-        .where(
-            JobItem.state == ItemState.PENDING,
-            Job.status.in_(ACTIVE_STATUSES),
-            Job.updated_at >= now - timedelta(seconds=settings.stall_after),
-        )
+def busy(item_id: sa.ColumnElement, now: datetime, settings: Settings) -> sa.Exists:
+    """The item is pending in a queued/running job that made progress recently (not
+    stalled). NOT EXISTS rather than NOT IN: Postgres turns it into an anti-join, where
+    NOT IN over a large pending set is re-scanned per item once it outgrows work_mem."""
+    ji, job = aliased(JobItem), aliased(Job)
+    return sa.exists().where(
+        ji.item_id == item_id,
+        ji.state == ItemState.PENDING,
+        job.id == ji.job_id,
+        job.status.in_(ACTIVE_STATUSES),
+        job.updated_at >= now - timedelta(seconds=settings.stall_after),
     )
 
 
-def stale_items(active_version: str, busy):
-    tag = sa.orm.aliased(Tag)
+def stale_items(active_version: str, now: datetime, settings: Settings) -> sa.Select:
+    tag = aliased(Tag)
     still_failing = sa.exists().where(
         Failure.item_id == Item.item_id, Failure.last_seen >= Item.updated_at
     )
@@ -72,13 +103,13 @@ def stale_items(active_version: str, busy):
         .where(
             sa.or_(tag.item_id.is_(None), tag.tagged_at < Item.updated_at),
             ~still_failing,
-            Item.item_id.not_in(busy),
+            ~busy(Item.item_id, now, settings),
         )
         .order_by(Item.updated_at, Item.item_id)
     )
 
 
-def failed_items_due(now: datetime, settings: Settings, busy):
+def failed_items_due(now: datetime, settings: Settings) -> sa.Select | None:
     # One condition per attempt count keeps the exponential back-off portable SQL.
     due = [
         sa.and_(
@@ -92,9 +123,36 @@ def failed_items_due(now: datetime, settings: Settings, busy):
         return None
     return (
         sa.select(Failure.item_id)
-        .where(sa.or_(*due), Failure.item_id.not_in(busy))
+        .where(sa.or_(*due), ~busy(Failure.item_id, now, settings))
         .order_by(Failure.last_seen, Failure.item_id)
     )
+
+
+def all_items(now: datetime, settings: Settings) -> sa.Select:
+    return sa.select(Item.item_id).where(~busy(Item.item_id, now, settings)).order_by(Item.item_id)
+
+
+def add_to_ledger(*, session: Session, job_id: int, chosen: sa.Select, limit: int) -> int:
+    """``INSERT INTO job_items ... SELECT`` the first ``limit`` ids ``chosen`` selects
+    that are not in the job yet, as pending items of the job; returns how many."""
+    mine = aliased(JobItem)
+    picked = chosen.add_columns(sa.literal(job_id).label("job_id"))
+    item_id = picked.selected_columns[0]
+    picked = picked.where(~sa.exists().where(mine.job_id == job_id, mine.item_id == item_id)).limit(
+        limit
+    )
+    rows = picked.subquery()
+    now = utcnow()
+    insert = sa.insert(JobItem).from_select(
+        ["job_id", "item_id", "state", "updated_at"],
+        sa.select(
+            rows.c.job_id,
+            rows.c[item_id.name],
+            sa.literal(ItemState.PENDING.value),
+            sa.literal(now, sa.DateTime(timezone=True)),
+        ),
+    )
+    return session.execute(insert).rowcount
 
 
 def plan_sweep(
@@ -107,42 +165,52 @@ def plan_sweep(
     limit: int | None = None,
     source: str = "sweep",
     batch_size: int | None = None,
+    with_batches: bool = True,
 ) -> SweepPlan:
-    """Choose the work and create the job (in the caller's transaction; publish after it
-    commits). Returns a plan without a job when there is nothing to do."""
+    """Choose the work and create the job with its ledger (in the caller's transaction;
+    publish after it commits). Returns a plan without a job when there is nothing to do.
+
+    ``with_batches`` also reads the batches back into ``plan.batches`` (a list of every
+    id: for small plans and callers that do not stream yet); without it the caller
+    streams them with ``iter_batches(session=..., job_id=plan.job_id, size=...)``."""
     lock_sweeps(session)
     active = get_active_model_version(session=session)
     if active is None:
         raise NoActiveModel("no active model version: nothing to re-tag with")
     now = utcnow()
     limit = limit or settings.retag_limit
-    busy = busy_items(now, settings)
-    chosen: dict[str, None] = {}
+    size = batch_size or settings.batch_size
+    job = open_job(session=session, kind=JobKind.RETAG, source=source, batch_size=size)
     n_stale = n_failed = 0
     if all_:
-        query = sa.select(Item.item_id).where(Item.item_id.not_in(busy)).order_by(Item.item_id)
-        chosen.update(dict.fromkeys(session.scalars(query.limit(limit))))
-        n_stale = len(chosen)
+        chosen = all_items(now, settings)
+        n_stale = add_to_ledger(session=session, job_id=job.id, chosen=chosen, limit=limit)
     else:
         if stale:
-            query = stale_items(active.version, busy).limit(limit)
-            chosen.update(dict.fromkeys(session.scalars(query)))
-            n_stale = len(chosen)
-        if failed and len(chosen) < limit:
-            query = failed_items_due(now, settings, busy)
-            if query is not None:
-                for item_id in session.scalars(query.limit(limit - len(chosen))):
-                    if item_id not in chosen:
-                        chosen[item_id] = None
-                        n_failed += 1
-    if not chosen:
-        return SweepPlan(job=None, batches=[], stale=0, failed=0)
-    size = batch_size or settings.batch_size
-    ids = list(chosen)
-    job = create_job(
-        session=session, kind=JobKind.RETAG, source=source, item_ids=ids, batch_size=size
-    )
+            chosen = stale_items(active.version, now, settings)
+            n_stale = add_to_ledger(session=session, job_id=job.id, chosen=chosen, limit=limit)
+        due = failed_items_due(now, settings) if failed else None
+        if due is not None and n_stale < limit:
+            # An item both stale and failing is in the job once, counted as stale.
+            n_failed = add_to_ledger(
+                session=session, job_id=job.id, chosen=due, limit=limit - n_stale
+            )
+    if n_stale + n_failed == 0:
+        session.delete(job)
+        session.flush()
+        return SweepPlan(job=None, stale=0, failed=0, inline_batches=[])
+    job.total = n_stale + n_failed
+    session.flush()
     # Items still pending in stalled jobs are this job's now; those jobs are closed once
     # nothing of theirs is left, with their counters adding up (done + failed + moved).
-    hand_over(session=session, item_ids=ids, to_job_id=job.id)
-    return SweepPlan(job=job, batches=list(chunked(ids, size)), stale=n_stale, failed=n_failed)
+    moved = hand_over_job(session=session, to_job_id=job.id)
+    batches = (
+        list(iter_batches(session=session, job_id=job.id, size=size)) if with_batches else None
+    )
+    return SweepPlan(
+        job=job,
+        stale=n_stale,
+        failed=n_failed,
+        moved=sum(moved.values()),
+        inline_batches=batches,
+    )

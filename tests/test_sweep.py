@@ -6,10 +6,11 @@ import threading
 import time
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from tagger.db import Failure, Item, Job, JobItem, Tag, utcnow
-from tagger.jobs import create_job
+from tagger.jobs import create_job, iter_batches
 from tagger.settings import Settings
 from tagger.states import JobKind, JobStatus
 from tagger.sweep import plan_sweep
@@ -123,6 +124,18 @@ def _queued(plan):
     return sorted(i for batch in plan.batches for i in batch)
 
 
+@pytest.fixture
+def sqlite_sessions(tmp_path):
+    """A session factory over a migrated SQLite file (the embedded mode's database)."""
+    from tagger.db import make_engine, make_session_factory, upgrade
+
+    url = f"sqlite:///{tmp_path / 'embedded.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
 def test_sweep_queues_exactly_stale_changed_and_due_items(session_factory):
     """New-version gaps, changed images, due failures and stalled jobs' items; nothing else."""
     _catalogue(session_factory)
@@ -135,6 +148,36 @@ def test_sweep_queues_exactly_stale_changed_and_due_items(session_factory):
     with session_factory() as s:
         job = s.get(Job, plan.job.id)
         assert (job.kind, job.total, job.status) == ("retag", 6, "queued")
+
+
+def test_sweep_on_sqlite_queues_the_same_items_and_hands_over(sqlite_sessions):
+    """The embedded mode's SQLite plans the same job, hand-over included."""
+    _catalogue(sqlite_sessions)
+    with sqlite_sessions.begin() as s:
+        plan = plan_sweep(session=s, settings=SETTINGS)
+    assert _queued(plan) == sorted(
+        ["untagged", "old-only", "changed", "fail-changed", "stalled", "fail-due"]
+    )
+    assert (plan.stale, plan.failed, plan.moved) == (5, 1, 1)
+    with sqlite_sessions() as s:
+        moved = s.scalar(sa.select(Job.moved).where(Job.kind == "import", Job.moved > 0))
+        assert moved == 1 and s.get(Job, plan.job_id).total == 6
+
+
+def test_streamed_plan_is_read_back_in_keyset_pages(session_factory):
+    """Without with_batches the plan holds no ids; iter_batches reads every pending item
+    once, in item-id order, whatever the page size."""
+    _catalogue(session_factory)
+    with session_factory.begin() as s:
+        plan = plan_sweep(session=s, settings=SETTINGS, with_batches=False)
+        with pytest.raises(RuntimeError, match="iter_batches"):
+            _ = plan.batches
+    with session_factory() as s:
+        for page in (1, 2, 4, 100):
+            batches = list(iter_batches(session=s, job_id=plan.job_id, size=2, page=page))
+            assert [len(b) for b in batches] == [2, 2, 2]
+            ids = [i for b in batches for i in b]
+            assert ids == sorted(ids) and len(ids) == plan.total == 6
 
 
 def test_sweep_closes_the_stalled_job_it_takes_items_from(session_factory):

@@ -138,6 +138,14 @@ class Settings(BaseSettings):
     stall_after: int = Field(
         7200, ge=60, description="A job with no progress for this long is shown as stalled."
     )
+    ledger_retention_days: int = Field(
+        14,
+        ge=0,
+        le=36500,
+        description="Days a finished job keeps its per-item ledger (job_items rows) before "
+        "the nightly prune, run after the sweep, deletes it; the job's counters and the "
+        "failures stay. 0: keep forever.",
+    )
 
     log_level: str = Field("INFO", description="Python logging level.")
 

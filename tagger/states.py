@@ -57,6 +57,10 @@ class JobKind(_Word):
 #: Statuses of a job that still has work queued or in hand.
 ACTIVE_STATUSES: tuple[JobStatus, ...] = (JobStatus.QUEUED, JobStatus.RUNNING)
 
+#: Statuses of a job that will not change again: its per-item ledger may be pruned once
+#: it is older than the retention (tagger.retention).
+FINISHED_STATUSES: tuple[JobStatus, ...] = (JobStatus.FINISHED,)
+
 #: Display-only: an active job with no progress for ``stall_after`` seconds. Never stored;
 #: `tagger jobs` shows it in the status column and `tagger jobs watch` stops on it.
 STALLED: Final = "stalled"

@@ -39,6 +39,12 @@ TRANSIENT = (
     TimeoutError,
 )
 
+# The ledger prune the nightly sweep queues after itself (tagger.retention).
+PRUNE_LEDGER = "tagger.prune_ledger"
+# It deletes in short transactions, so it may run long: an hour before the soft limit
+# stops it between chunks (what it deleted stays; the next night carries on).
+PRUNE_SOFT_TIME_LIMIT = 3600
+
 # Per process, created lazily on the first batch, i.e. after the prefork pool forked.
 _tagger: BatchTagger | None = None
 
@@ -177,12 +183,14 @@ def sweep(
     all_: bool = False,
     limit: int | None = None,
     source: str = "beat",
+    prune: bool = True,
 ) -> int | None:
-    """The scheduled re-tag sweep: plan a job in Postgres and queue its batches."""
+    """The scheduled re-tag sweep: plan a job in Postgres and queue its batches, then
+    queue the ledger prune (unless TAGGER_LEDGER_RETENTION_DAYS is 0)."""
     settings: Settings = self.app.tagger_settings
     tagger = batch_tagger(settings)
     try:
-        return sweep_and_queue(
+        job_id = sweep_and_queue(
             app=self.app,
             settings=settings,
             sessions=tagger.session_factory,
@@ -194,7 +202,29 @@ def sweep(
         )
     except NoActiveModel:
         log.warning("sweep skipped: no active model version")
-        return None
+        job_id = None
+    if prune and settings.ledger_retention_days:
+        # Its own task: it may outlast this task's time limit (a batch's), and a worker
+        # that takes it up acks it at once, so Redis never hands it to a second worker.
+        self.app.send_task(PRUNE_LEDGER, queue=settings.queue)
+    return job_id
+
+
+def prune_ledger(self: Task, older_than_days: int | None = None) -> dict:
+    """Delete the ledger rows of finished jobs older than the retention, in chunks."""
+    from tagger.retention import prune_ledgers
+
+    settings: Settings = self.app.tagger_settings
+    days = older_than_days or settings.ledger_retention_days
+    if not days:
+        return {"jobs": 0, "rows": 0}
+    try:
+        done = prune_ledgers(sessions=batch_tagger(settings).session_factory, older_than_days=days)
+    except SoftTimeLimitExceeded:
+        log.warning("ledger prune stopped by its time limit; the next one carries on")
+        return {"stopped": True}
+    log.info("pruned the ledger of %d jobs older than %d days: %d rows", done.jobs, days, done.rows)
+    return {"jobs": done.jobs, "rows": done.rows}
 
 
 def register(app: Celery) -> None:
@@ -210,3 +240,11 @@ def register(app: Celery) -> None:
         reject_on_worker_lost=True,
     )(tag_batch)
     app.task(bind=True, shared=False, name=SWEEP, acks_late=True)(sweep)
+    app.task(
+        bind=True,
+        shared=False,
+        name=PRUNE_LEDGER,
+        acks_late=False,
+        soft_time_limit=PRUNE_SOFT_TIME_LIMIT,
+        time_limit=PRUNE_SOFT_TIME_LIMIT + 60,
+    )(prune_ledger)

@@ -50,7 +50,10 @@ def tags(click_ctx: click.Context, fmt: str, **filters) -> None:
     query = TagQuery(**filters, since=since, limit=limit + 1 if limit else None)
     with ctx.sessions() as session:
         if query.job_id is not None:
-            get_job(session=session, job_id=query.job_id)
+            from tagger.retention import ensure_ledger_kept
+
+            # A pruned job's item list is gone: an error, not an empty result.
+            ensure_ledger_kept(session=session, job=get_job(session=session, job_id=query.job_id))
         if query.model_version is not None:
             get_model_version(session=session, version=query.model_version)
         if fmt == "csv" and limit is None:
@@ -89,16 +92,39 @@ def tags_prune(ctx: Context, keep: int) -> None:
 @click.argument("args", nargs=-1)
 @format_option
 @click.option("--interval", type=click.FloatRange(0.1), default=1.0, help="Seconds, for watch.")
+@click.option(
+    "--older-than",
+    type=click.IntRange(1),
+    metavar="DAYS",
+    help="For prune: days since a job finished (default: TAGGER_LEDGER_RETENTION_DAYS).",
+)
+@click.option("--dry-run", is_flag=True, help="For prune: count what would go, delete nothing.")
 @click.pass_context
-def jobs(click_ctx: click.Context, args: tuple[str, ...], fmt: str, interval: float) -> None:
+def jobs(
+    click_ctx: click.Context,
+    args: tuple[str, ...],
+    fmt: str,
+    interval: float,
+    older_than: int | None,
+    dry_run: bool,
+) -> None:
     """`jobs` lists jobs, `jobs ID` shows one with failures by reason, `jobs watch ID`
     shows a live progress bar until the job ends, `jobs resume ID` queues the job's
-    pending items again now (after Redis was down, or when the job stalled)."""
+    pending items again now (after Redis was down, or when the job stalled), `jobs prune
+    [--older-than DAYS] [--dry-run]` deletes the per-item ledger of jobs that finished
+    over DAYS ago (their counters and the failures stay)."""
     from tagger.output import render
     from tagger.progress import describe_jobs
     from tagger.states import STALLED
 
     ctx = click_ctx.ensure_object(Context)
+    if (older_than is not None or dry_run) and args[:1] != ("prune",):
+        raise click.UsageError("--older-than and --dry-run go with `tagger jobs prune`")
+    if args and args[0] == "prune":
+        if len(args) != 1:
+            raise click.UsageError("usage: tagger jobs prune [--older-than DAYS] [--dry-run]")
+        _prune(ctx, older_than=older_than, dry_run=dry_run)
+        return
     if args and args[0] in ("watch", "resume"):
         if len(args) != 2 or not args[1].isdigit():
             raise click.UsageError(f"usage: tagger jobs {args[0]} ID")
@@ -114,7 +140,46 @@ def jobs(click_ctx: click.Context, args: tuple[str, ...], fmt: str, interval: fl
     job_id = int(args[0]) if args else None
     with ctx.sessions() as session:
         rows = describe_jobs(session=session, stall_after=ctx.settings.stall_after, job_id=job_id)
+        pruned = job_id is not None and _ledger_pruned(session, job_id)
+    if pruned:
+        # The per-item figures come from the ledger, which is gone: say so rather than
+        # show no failures and no redeliveries. The counters are the job row's own.
+        rows[0].update(failures="(ledger pruned)", redelivered=None, died=None)
+        click.echo(
+            f"job {job_id}: its per-item ledger was pruned (finished over "
+            "TAGGER_LEDGER_RETENTION_DAYS ago); the counters above are kept",
+            err=True,
+        )
     render(rows, columns=list(rows[0]) if rows else ["id"], fmt=fmt)
+
+
+def _ledger_pruned(session, job_id: int) -> bool:
+    from tagger.jobs import get_job
+    from tagger.retention import ledger_pruned
+
+    return ledger_pruned(session=session, job=get_job(session=session, job_id=job_id))
+
+
+def _prune(ctx: Context, *, older_than: int | None, dry_run: bool) -> None:
+    """`tagger jobs prune`: delete old finished jobs' ledger rows, in chunks."""
+    from tagger.retention import prune_ledgers
+
+    days = older_than or ctx.settings.ledger_retention_days
+    if not days:
+        click.echo(
+            "TAGGER_LEDGER_RETENTION_DAYS is 0 (keep forever): nothing pruned; "
+            "give --older-than DAYS to prune anyway",
+            err=True,
+        )
+        return
+    done = prune_ledgers(sessions=ctx.sessions, older_than_days=days, dry_run=dry_run)
+    verb = "would prune" if dry_run else "pruned"
+    click.echo(
+        f"{verb} the ledger of {done.jobs} job{'s' if done.jobs != 1 else ''} finished over "
+        f"{days} days ago: {done.rows} job_items rows"
+        + (" (dry run: nothing deleted)" if dry_run else "; counters and failures kept"),
+        err=True,
+    )
 
 
 def _watch(ctx: Context, job_id: int, *, interval: float) -> str:

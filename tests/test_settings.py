@@ -85,3 +85,18 @@ def test_secrets_are_masked_in_redacted_settings():
     s = Settings(database_url="postgresql://u:hunter2@db/x", broker_url="redis://:s3cret@r:6379/0")
     text = str(s.redacted())
     assert "hunter2" not in text and "s3cret" not in text and "***" in text
+
+
+def test_ledger_retention_defaults_to_14_days_and_0_keeps_forever(monkeypatch):
+    """TAGGER_LEDGER_RETENTION_DAYS is 14 unless set; 0 is accepted (keep forever)."""
+    assert load_settings().ledger_retention_days == 14
+    monkeypatch.setenv("TAGGER_LEDGER_RETENTION_DAYS", "0")
+    assert load_settings().ledger_retention_days == 0
+
+
+@pytest.mark.parametrize("value", ["-1", "two weeks", "36501"])
+def test_bad_ledger_retention_is_refused_by_name(monkeypatch, value):
+    """A negative, non-numeric or absurd retention is a one-line error naming the variable."""
+    monkeypatch.setenv("TAGGER_LEDGER_RETENTION_DAYS", value)
+    with pytest.raises(ConfigError, match="TAGGER_LEDGER_RETENTION_DAYS"):
+        load_settings()

@@ -1,22 +1,27 @@
 """Reading catalogue files (CSV or JSON Lines). Pure: no database, no network.
 
-The whole file is read and validated before anything is written, so a malformed file is
-refused with the line that is wrong and nothing half-imported is left behind.
+Files are read as a stream, one line at a time, so memory does not grow with the file:
+each row is checked on its own as it is read (:func:`check_row`) and a malformed one is
+refused with its line. What needs the whole file (an item id given twice) is found by the
+importer's staging table, which keeps each row's line (:func:`duplicate_error` words it).
+:func:`read_catalogue` still returns a list, for small callers that want one.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from tagger.exceptions import CatalogueError
 from tagger.uris import is_file_url, is_s3, looks_like_url, s3_names_object
 
 MAX_ITEM_ID = 255
+CSV_SUFFIXES = (".csv",)
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 
 
 @dataclass(frozen=True)
@@ -27,53 +32,105 @@ class CatalogueItem:
     fingerprint: str | None = None
 
 
+class CatalogueRow(NamedTuple):
+    """One checked row and the line it came from. A tuple, not a dataclass: a million of
+    them are made per million-line file, and the staging table takes them as they are."""
+
+    line: int
+    item_id: str
+    image_uri: str
+    title: str | None = None
+    fingerprint: str | None = None
+
+
+class CatalogueFile:
+    """A catalogue file read as a stream of checked rows (iterate it once).
+
+    ``bytes_read`` follows the reading, so a progress bar can show how far it got
+    against ``size``.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CatalogueError(f"catalogue file not found: {self.path}")
+        suffix = self.path.suffix.lower()
+        if suffix not in CSV_SUFFIXES + JSONL_SUFFIXES:
+            raise CatalogueError(f"{self.path}: unknown catalogue format (use .csv or .jsonl)")
+        self.is_csv = suffix in CSV_SUFFIXES
+        self.source = str(self.path)
+        self.size = self.path.stat().st_size
+        self.bytes_read = 0
+
+    def __iter__(self) -> Iterator[CatalogueRow]:
+        base = self.path.parent.resolve()
+        with self.path.open("rb") as f:
+            lines = self._text_lines(f)
+            rows = _csv_rows(lines, self.source) if self.is_csv else _jsonl_rows(lines, self.source)
+            for line, row in rows:
+                yield check_row(line, row, source=self.source, base_dir=base)
+
+    def _text_lines(self, f: Iterable[bytes]) -> Iterator[str]:
+        # Decoded line by line (not by the text layer's 8 KB chunks) so a bad byte is
+        # reported on its own line, at its offset in the file.
+        offset = 0
+        for number, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise CatalogueError(
+                    f"not UTF-8 text ({exc.reason} at byte {offset + exc.start})",
+                    line=number,
+                    source=self.source,
+                ) from None
+            if number == 1 and text.startswith("\ufeff"):
+                text = text[1:]  # a byte-order mark, as Excel writes one
+            offset += len(raw)
+            self.bytes_read = offset
+            yield text
+
+
 def read_catalogue(path: str | Path) -> list[CatalogueItem]:
-    """Parse a ``.csv`` or ``.jsonl``/``.ndjson`` file into validated items."""
-    path = Path(path)
-    if not path.is_file():
-        raise CatalogueError(f"catalogue file not found: {path}")
-    suffix = path.suffix.lower()
+    """Parse a ``.csv`` or ``.jsonl``/``.ndjson`` file into validated items (in memory:
+    for small files; `tagger import` streams through the staging table instead)."""
+    file = CatalogueFile(path)
+    return _unique_items(file, source=file.source)
+
+
+def _csv_rows(lines: Iterator[str], source: str) -> Iterator[tuple[int, dict]]:
+    reader = csv.reader(lines)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise CatalogueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    base = path.parent.resolve()
-    if suffix == ".csv":
-        rows = _csv_rows(text, str(path))
-    elif suffix in (".jsonl", ".ndjson", ".json"):
-        rows = _jsonl_rows(text, str(path))
-    else:
-        raise CatalogueError(f"{path}: unknown catalogue format (use .csv or .jsonl)")
-    return validate(rows, source=str(path), base_dir=base)
-
-
-def _csv_rows(text: str, source: str) -> Iterator[tuple[int, dict]]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    if not header:
-        raise CatalogueError("empty file: expected a header with item_id,image_uri", source=source)
-    reader.fieldnames = header
-    missing = {"item_id", "image_uri"} - set(header)
-    if missing:
-        raise CatalogueError(
-            f"header is missing {', '.join(sorted(missing))} (found: {', '.join(header)})",
-            line=1,
-            source=source,
-        )
-    for row in reader:
-        if None in row:  # more cells than header columns
+        header = [h.strip() for h in next(reader, [])]
+        if not header:
             raise CatalogueError(
-                f"{len(header) + len(row[None])} fields, header has {len(header)}",
-                line=reader.line_num,
+                "empty file: expected a header with item_id,image_uri", source=source
+            )
+        missing = {"item_id", "image_uri"} - set(header)
+        if missing:
+            raise CatalogueError(
+                f"header is missing {', '.join(sorted(missing))} (found: {', '.join(header)})",
+                line=1,
                 source=source,
             )
-        if not any((v or "").strip() for v in row.values()):
-            continue  # blank line
-        yield reader.line_num, row
+        width = len(header)
+        for cells in reader:
+            if len(cells) > width:
+                raise CatalogueError(
+                    f"{len(cells)} fields, header has {width}", line=reader.line_num, source=source
+                )
+            if not any(c.strip() for c in cells):
+                continue  # blank line
+            # A short row leaves its missing cells out: .get() reads them as None.
+            row = dict(zip(header, cells, strict=False))
+            yield reader.line_num, row
+    except csv.Error as exc:
+        raise CatalogueError(
+            f"unreadable CSV ({exc})", line=reader.line_num, source=source
+        ) from None
 
 
-def _jsonl_rows(text: str, source: str) -> Iterator[tuple[int, dict]]:
-    for number, line in enumerate(text.splitlines(), start=1):
+def _jsonl_rows(lines: Iterator[str], source: str) -> Iterator[tuple[int, dict]]:
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -85,51 +142,66 @@ def _jsonl_rows(text: str, source: str) -> Iterator[tuple[int, dict]]:
         yield number, row
 
 
+def check_row(line: int, row: dict, *, source: str, base_dir: Path | None = None) -> CatalogueRow:
+    """One row as a CatalogueRow, or a CatalogueError naming its line."""
+    item_id = _text(row.get("item_id"), "item_id", line, source)
+    uri = _text(row.get("image_uri"), "image_uri", line, source)
+    if not item_id:
+        raise CatalogueError("item_id is empty", line=line, source=source)
+    if len(item_id) > MAX_ITEM_ID:
+        raise CatalogueError(
+            f"item_id is longer than {MAX_ITEM_ID} characters", line=line, source=source
+        )
+    if not uri:
+        raise CatalogueError(f"image_uri is empty for item {item_id!r}", line=line, source=source)
+    # Looser than storage's parse_uri on purpose: rows are refused here only for what
+    # is wrong with the whole import; storage reports other bad URIs per item.
+    if looks_like_url(uri) and not (is_s3(uri) or is_file_url(uri)):
+        raise CatalogueError(
+            f"image_uri {uri!r} of item {item_id!r}: only s3:// and local paths are supported",
+            line=line,
+            source=source,
+        )
+    if is_s3(uri) and not s3_names_object(uri):
+        raise CatalogueError(
+            f"image_uri {uri!r} of item {item_id!r} has no object key", line=line, source=source
+        )
+    if not looks_like_url(uri) and base_dir is not None and not Path(uri).is_absolute():
+        uri = str((base_dir / uri).resolve())  # relative paths are relative to the file
+    title = row.get("title")
+    if title is None:
+        title = row.get("caption")
+    title = _text(title, "title", line, source) or None
+    return CatalogueRow(line, item_id, uri, title)
+
+
+def duplicate_error(item_id: str, *, first_line: int, line: int, source: str) -> CatalogueError:
+    """The error for an item id given twice in a file: the later line, naming the first."""
+    return CatalogueError(
+        f"duplicate item_id {item_id!r} (first on line {first_line})", line=line, source=source
+    )
+
+
 def validate(
     rows: Iterable[tuple[int, dict]], *, source: str, base_dir: Path | None = None
 ) -> list[CatalogueItem]:
     """Turn (line number, row) pairs into items; refuse the first bad row by its line."""
+    return _unique_items(
+        (check_row(line, row, source=source, base_dir=base_dir) for line, row in rows),
+        source=source,
+    )
+
+
+def _unique_items(rows: Iterable[CatalogueRow], *, source: str) -> list[CatalogueItem]:
     items: list[CatalogueItem] = []
     seen: dict[str, int] = {}
-    for line, row in rows:
-        item_id = _text(row.get("item_id"), "item_id", line, source)
-        uri = _text(row.get("image_uri"), "image_uri", line, source)
-        if not item_id:
-            raise CatalogueError("item_id is empty", line=line, source=source)
-        if len(item_id) > MAX_ITEM_ID:
-            raise CatalogueError(
-                f"item_id is longer than {MAX_ITEM_ID} characters", line=line, source=source
+    for row in rows:
+        if row.item_id in seen:
+            raise duplicate_error(
+                row.item_id, first_line=seen[row.item_id], line=row.line, source=source
             )
-        if not uri:
-            raise CatalogueError(
-                f"image_uri is empty for item {item_id!r}", line=line, source=source
-            )
-        # Looser than storage's parse_uri on purpose: rows are refused here only for what
-        # is wrong with the whole import; storage reports other bad URIs per item.
-        if looks_like_url(uri) and not (is_s3(uri) or is_file_url(uri)):
-            raise CatalogueError(
-                f"image_uri {uri!r} of item {item_id!r}: only s3:// and local paths are supported",
-                line=line,
-                source=source,
-            )
-        if is_s3(uri) and not s3_names_object(uri):
-            raise CatalogueError(
-                f"image_uri {uri!r} of item {item_id!r} has no object key", line=line, source=source
-            )
-        if not looks_like_url(uri) and base_dir is not None and not Path(uri).is_absolute():
-            uri = str((base_dir / uri).resolve())  # relative paths are relative to the file
-        if item_id in seen:
-            raise CatalogueError(
-                f"duplicate item_id {item_id!r} (first on line {seen[item_id]})",
-                line=line,
-                source=source,
-            )
-        seen[item_id] = line
-        title = row.get("title")
-        if title is None:
-            title = row.get("caption")
-        title = _text(title, "title", line, source) or None
-        items.append(CatalogueItem(item_id=item_id, image_uri=uri, title=title))
+        seen[row.item_id] = row.line
+        items.append(CatalogueItem(row.item_id, row.image_uri, row.title, row.fingerprint))
     if not items:
         raise CatalogueError("no items in file", source=source)
     return items
@@ -144,4 +216,6 @@ def _text(value: object, field: str, line: int, source: str) -> str:
         raise CatalogueError(
             f"{field} must be a string, got {type(value).__name__}", line=line, source=source
         )
+    if "\x00" in value:  # Postgres text cannot hold it: refused here, by its line
+        raise CatalogueError(f"{field} contains a NUL character", line=line, source=source)
     return value.strip()

@@ -8,6 +8,7 @@ it did; printing it is the CLI's business."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,11 +18,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tagger.batching import chunked
 from tagger.db import Job, utcnow
-from tagger.importer import import_items
+from tagger.importer import import_catalogue
 from tagger.jobs import get_job, pending_item_ids
-from tagger.messages import publish_batches
+from tagger.messages import publish_batches, publish_stream
+from tagger.pending import count_pending, page_size_for, pending_page
 from tagger.settings import Settings
-from tagger.sources import load_items
+from tagger.sources import open_source
 from tagger.states import ACTIVE_STATUSES
 from tagger.sweep import plan_sweep
 
@@ -96,30 +98,88 @@ def import_and_queue(
     s3_prefix: str | None,
     batch_size: int,
     on_sent: OnProgress | None = None,
+    on_read: OnProgress | None = None,
 ) -> ImportOutcome:
-    """Import a catalogue (a file, a folder or an S3 prefix) and queue its batches."""
-    items, source = load_items(settings, file=file, s3_prefix=s3_prefix)
+    """Import a catalogue (a file, a folder or an S3 prefix) and queue its batches.
+
+    The catalogue is streamed into a staging table and checked whole before anything is
+    written (tagger.importer), in one transaction that commits the items, the job and its
+    ledger; only then are the batches published, read back from the ledger page by page.
+    ``on_read`` hears the reading (default: ``on_sent``, so one bar shows both steps).
+    """
+    source = open_source(settings, file=file, s3_prefix=s3_prefix)
     # Commit before publishing: a worker may pick a batch up at once and must find the job.
     with sessions.begin() as session:
-        plan = import_items(session=session, items=items, source=source, batch_size=batch_size)
-        outcome = ImportOutcome(
-            job_id=plan.job.id,
-            items=len(items),
-            new=plan.new,
-            changed=plan.changed,
-            unchanged=plan.unchanged,
-            to_tag=plan.job.total,
-            batches=len(plan.batches),
+        done = import_catalogue(
+            session=session,
+            source=source,
+            batch_size=batch_size,
+            on_read=on_read if on_read is not None else on_sent,
         )
-    if plan.batches:
-        publish_batches(
-            app,
-            queue=settings.queue,
-            job_id=outcome.job_id,
-            batches=plan.batches,
-            on_sent=on_sent,
-        )
-    return outcome
+        job_id, to_tag = done.job.id, done.job.total
+    batches = publish_pending(
+        app=app,
+        settings=settings,
+        sessions=sessions,
+        job_id=job_id,
+        batch_size=batch_size,
+        items=to_tag,
+        on_sent=on_sent,
+    )
+    return ImportOutcome(
+        job_id=job_id,
+        items=done.items,
+        new=done.new,
+        changed=done.changed,
+        unchanged=done.unchanged,
+        to_tag=to_tag,
+        batches=batches,
+    )
+
+
+def publish_pending(
+    *,
+    app: Celery,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    job_id: int,
+    batch_size: int,
+    items: int | None = None,
+    on_sent: OnProgress | None = None,
+) -> int:
+    """Publish the job's pending items in batches of ``batch_size``, in item-id order,
+    reading them from the ledger in keyset pages (one short session per page, no
+    transaction held open while Redis is spoken to); returns the batches sent.
+
+    ``items``: how many are pending, when the caller knows (counted otherwise). Memory
+    holds one page, whatever the job's size. PublishError when the broker fails.
+    """
+    if items is None:
+        with sessions() as session:
+            items = count_pending(session=session, job_id=job_id)
+    if not items:
+        return 0
+    batch_count = -(-items // batch_size)
+
+    def batches() -> Iterator[list[str]]:
+        limit, after = page_size_for(batch_size), None
+        while True:
+            with sessions() as session:
+                page = pending_page(session=session, job_id=job_id, after=after, limit=limit)
+            yield from chunked(page, batch_size)
+            if len(page) < limit:
+                return
+            after = page[-1]
+
+    return publish_stream(
+        app,
+        queue=settings.queue,
+        job_id=job_id,
+        batches=batches(),
+        batch_count=batch_count,
+        item_count=items,
+        on_sent=on_sent,
+    )
 
 
 def sweep_and_queue(

@@ -1,24 +1,52 @@
-"""Importing a catalogue: upsert the items, decide what needs tagging, create the job.
+"""Importing a catalogue: stage its rows, upsert the items, decide what needs tagging,
+create the job and its ledger rows.
 
-Queueing the batches is the caller's business (Celery for `tagger import`, in-process
-for `tagger run`): this module only writes Postgres, in the caller's transaction.
+Rows are streamed into a temporary staging table in chunks (tagger.staging) and applied
+with set-based SQL, so memory stays flat however long the catalogue is. Everything runs in
+the caller's transaction: a malformed row, an id given twice or no active model refuses
+the whole catalogue with nothing written. Queueing the batches is the caller's business
+(Celery for `tagger import`, in-process for `tagger run`), after the commit.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from tagger.batching import chunked
-from tagger.catalogue import CatalogueItem
-from tagger.db import Item, Job, Tag, insert, utcnow
-from tagger.exceptions import NoActiveModel
-from tagger.jobs import CHUNK, create_job
+from tagger.catalogue import CatalogueItem, CatalogueRow
+from tagger.db import Job, utcnow
+from tagger.exceptions import CatalogueError, NoActiveModel
+from tagger.pending import pending_batches
 from tagger.registry import get_active_model_version
-from tagger.states import JobKind
+from tagger.sources import CatalogueSource, ListSource, Staged
+from tagger.staging import (
+    CHUNK_ROWS,
+    apply_plan,
+    create_staging,
+    drop_staging,
+    find_duplicate,
+    plan_staged,
+    stage_rows,
+)
+from tagger.states import JobKind, JobStatus
+
+if TYPE_CHECKING:
+    from tagger.progress import OnProgress
+
+
+@dataclass(frozen=True)
+class Imported:
+    """What an import wrote: the job (its ``total`` is the items to tag) and the counts."""
+
+    job: Job
+    items: int  # catalogue rows read
+    new: int
+    changed: int
+    unchanged: int
 
 
 @dataclass(frozen=True)
@@ -30,6 +58,54 @@ class ImportPlan:
     unchanged: int
 
 
+def import_catalogue(
+    *,
+    session: Session,
+    source: CatalogueSource,
+    batch_size: int,
+    kind: JobKind = JobKind.IMPORT,
+    on_read: OnProgress | None = None,
+) -> Imported:
+    """Stage every row of ``source``, then upsert the new and changed items and create a
+    job over those that need a tag from the active model: new items, items whose image or
+    fingerprint changed, and items the active version has not tagged yet. Importing the
+    same catalogue twice queues nothing the second time.
+
+    ``on_read`` hears ("reading SOURCE", position, size) before the first chunk and after
+    each one (bytes of a file; images listed, size 0, for a folder or prefix).
+    """
+    active = get_active_model_version(session=session)
+    if active is None:
+        raise NoActiveModel(
+            "no active model version: run `tagger model register URI --activate` first"
+        )
+    create_staging(session=session)
+    staged = _stage(session=session, source=source, on_read=on_read)
+    if staged == 0 and (empty := source.empty()) is not None:
+        raise empty
+    _refuse_duplicates(session=session, source=source)
+    counts = plan_staged(session=session, active_version=active.version)
+    now = utcnow()
+    job = _create_job(
+        session=session,
+        kind=kind,
+        source=source.label,
+        total=counts.to_tag,
+        skipped=counts.items - counts.to_tag,
+        batch_size=batch_size,
+        now=now,
+    )
+    apply_plan(session=session, job_id=job.id, now=now)
+    drop_staging(session=session)
+    return Imported(
+        job=job,
+        items=counts.items,
+        new=counts.new,
+        changed=counts.changed,
+        unchanged=counts.items - counts.new - counts.changed,
+    )
+
+
 def import_items(
     *,
     session: Session,
@@ -38,84 +114,80 @@ def import_items(
     batch_size: int,
     kind: JobKind = JobKind.IMPORT,
 ) -> ImportPlan:
-    """Upsert ``items`` and create a job over those that need a tag from the active model:
-    new items, items whose image or fingerprint changed, and items the active version has
-    not tagged yet. Importing the same file twice queues nothing the second time."""
-    active = get_active_model_version(session=session)
-    if active is None:
-        raise NoActiveModel(
-            "no active model version: run `tagger model register URI --activate` first"
-        )
-    now = utcnow()
-    existing: dict[str, tuple[str, str | None, str | None]] = {}
-    tagged: set[str] = set()
-    ids = [i.item_id for i in items]
-    for chunk in chunked(ids, CHUNK):
-        for row in session.execute(
-            sa.select(Item.item_id, Item.image_uri, Item.fingerprint, Item.title).where(
-                Item.item_id.in_(chunk)
-            )
-        ):
-            existing[row.item_id] = (row.image_uri, row.fingerprint, row.title)
-        tagged.update(
-            session.scalars(
-                sa.select(Tag.item_id).where(
-                    Tag.model_version == active.version, Tag.item_id.in_(chunk)
-                )
-            )
+    """``import_catalogue`` over items already in memory, with the job's batches (item-id
+    order) read back from its ledger: for small catalogues, the embedded mode and tests."""
+    done = import_catalogue(
+        session=session, source=ListSource(items, label=source), batch_size=batch_size, kind=kind
+    )
+    batches = list(pending_batches(session=session, job_id=done.job.id, batch_size=batch_size))
+    return ImportPlan(
+        job=done.job,
+        batches=batches,
+        new=done.new,
+        changed=done.changed,
+        unchanged=done.unchanged,
+    )
+
+
+def _stage(*, session: Session, source: CatalogueSource, on_read: OnProgress | None) -> int:
+    description = f"reading {source.label}"
+    if on_read is not None:
+        on_read(description, 0, source.size)
+    staged = 0
+    chunk: list[CatalogueRow] = []
+    try:
+        for row in source:
+            chunk.append(row)
+            if len(chunk) >= CHUNK_ROWS:
+                staged += stage_rows(session=session, rows=chunk)
+                chunk = []
+                if on_read is not None:
+                    on_read(description, source.position, source.size)
+    except CatalogueError:
+        # A bad row: an id given twice before it is the first error in the file, and is
+        # reported instead (as reading the file top to bottom would have).
+        stage_rows(session=session, rows=chunk)
+        _refuse_duplicates(session=session, source=source)
+        raise
+    staged += stage_rows(session=session, rows=chunk)
+    if on_read is not None:
+        on_read(description, source.position, source.size)
+    return staged
+
+
+def _refuse_duplicates(*, session: Session, source: CatalogueSource) -> None:
+    twice = find_duplicate(session=session)
+    if twice is not None:
+        raise source.duplicate(
+            twice.item_id,
+            first=Staged(twice.first_line, twice.first_uri),
+            again=Staged(twice.line, twice.uri),
         )
 
-    new, changed, rows, to_tag = 0, 0, [], []
-    for item in items:
-        before = existing.get(item.item_id)
-        image_changed = before is not None and (
-            before[0] != item.image_uri
-            or (item.fingerprint is not None and before[1] != item.fingerprint)
-        )
-        if before is None:
-            new += 1
-        elif image_changed or before[2] != item.title:
-            changed += 1
-        if before is None or image_changed or item.item_id not in tagged:
-            to_tag.append(item.item_id)
-        if before is None or image_changed or before[2] != item.title:
-            rows.append(
-                {
-                    "item_id": item.item_id,
-                    "image_uri": item.image_uri,
-                    "title": item.title,
-                    "fingerprint": item.fingerprint,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
 
-    if rows:
-        stmt = insert(session, Item)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[Item.item_id],
-            set_={
-                "image_uri": stmt.excluded.image_uri,
-                "title": stmt.excluded.title,
-                "fingerprint": stmt.excluded.fingerprint,
-                "updated_at": stmt.excluded.updated_at,
-            },
-        )
-        for chunk in chunked(sorted(rows, key=lambda r: r["item_id"]), CHUNK):
-            session.execute(stmt, chunk)
-
-    job = create_job(
-        session=session,
+def _create_job(
+    *,
+    session: Session,
+    kind: JobKind,
+    source: str,
+    total: int,
+    skipped: int,
+    batch_size: int,
+    now: datetime,
+) -> Job:
+    """The job row alone, as tagger.jobs.create_job makes it: its ledger rows are written
+    by apply_plan with one INSERT ... SELECT instead of a list of ids."""
+    job = Job(
         kind=kind,
         source=source,
-        item_ids=to_tag,
+        status=JobStatus.QUEUED if total else JobStatus.FINISHED,
+        total=total,
+        skipped=skipped,
         batch_size=batch_size,
-        skipped=len(items) - len(to_tag),
+        created_at=now,
+        updated_at=now,
+        finished_at=None if total else now,
     )
-    return ImportPlan(
-        job=job,
-        batches=list(chunked(to_tag, batch_size)),
-        new=new,
-        changed=changed,
-        unchanged=len(items) - new - changed,
-    )
+    session.add(job)
+    session.flush()
+    return job

@@ -1,0 +1,221 @@
+"""The import's staging table: a catalogue is loaded into a temporary table in chunks,
+then checked and applied with set-based SQL, so memory does not grow with the catalogue.
+
+On Postgres the chunks go in with ``COPY`` (psycopg2's ``copy_expert`` on the session's
+own connection); on SQLite (the embedded mode) with ``executemany``. Temporary tables
+belong to the connection, so everything here runs in the caller's one transaction: a
+refused catalogue rolls back with nothing written to ``items`` or ``jobs``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from tagger.catalogue import CatalogueRow
+from tagger.states import ItemState
+
+STAGING = "import_staging"
+PLAN = "import_plan"
+COLUMNS = ("line", "item_id", "image_uri", "title", "fingerprint")
+# Rows per COPY / executemany: big enough that per-statement costs vanish, small enough
+# that a chunk's text is a few MB.
+CHUNK_ROWS = 20_000
+# Typed, so SQLite stores it in SQLAlchemy's DateTime format (a raw datetime would go in
+# with its UTC offset, which the ORM cannot read back).
+NOW = sa.bindparam("now", type_=sa.DateTime(timezone=True))
+
+
+def _is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def create_staging(*, session: Session) -> None:
+    """An empty staging table for this transaction (one left by an earlier import on this
+    connection is dropped first)."""
+    drop_staging(session=session)
+    # Postgres drops it at commit or rollback by itself; SQLite needs drop_staging.
+    on_commit = " ON COMMIT DROP" if _is_postgres(session) else ""
+    session.execute(
+        sa.text(
+            f"CREATE TEMPORARY TABLE {STAGING} (line INTEGER NOT NULL, item_id TEXT NOT NULL, "
+            f"image_uri TEXT NOT NULL, title TEXT, fingerprint TEXT){on_commit}"
+        )
+    )
+    if _is_postgres(session):
+        # The hash joins over a million staged rows stay in memory instead of spilling to
+        # batches on disk; LOCAL: this transaction only.
+        session.execute(sa.text("SET LOCAL work_mem = '64MB'"))
+
+
+def drop_staging(*, session: Session) -> None:
+    session.execute(sa.text(f"DROP TABLE IF EXISTS {PLAN}"))
+    session.execute(sa.text(f"DROP TABLE IF EXISTS {STAGING}"))
+
+
+def stage_rows(*, session: Session, rows: Iterable[CatalogueRow]) -> int:
+    """Append one chunk of rows to the staging table; returns how many."""
+    if _is_postgres(session):
+        buffer = io.StringIO()
+        # CSV COPY: an unquoted empty field is NULL. Checked rows never hold an empty
+        # string (title and fingerprint are None instead), so None -> "" is exact.
+        csv.writer(buffer, lineterminator="\n").writerows(rows)
+        count = buffer.getvalue().count("\n") if buffer.tell() else 0
+        if count:
+            buffer.seek(0)
+            dbapi = session.connection().connection.dbapi_connection
+            with dbapi.cursor() as cursor:  # type: ignore[union-attr]
+                cursor.copy_expert(
+                    f"COPY {STAGING} ({', '.join(COLUMNS)}) FROM STDIN WITH (FORMAT csv)", buffer
+                )
+                count = cursor.rowcount
+        return count
+    chunk = [dict(zip(COLUMNS, row, strict=True)) for row in rows]
+    if chunk:
+        session.execute(
+            sa.text(
+                f"INSERT INTO {STAGING} ({', '.join(COLUMNS)}) "
+                f"VALUES ({', '.join(':' + c for c in COLUMNS)})"
+            ),
+            chunk,
+        )
+    return len(chunk)
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    item_id: str
+    first_line: int
+    first_uri: str
+    line: int
+    uri: str
+
+
+def find_duplicate(*, session: Session) -> Duplicate | None:
+    """The item id given twice whose second row comes first, or None.
+
+    A GROUP BY over every staged row answers "any at all?"; only when there are some does
+    the window query find which one to report, with both lines.
+    """
+    if _is_postgres(session):
+        session.execute(sa.text(f"ANALYZE {STAGING}"))  # temp tables are never auto-analyzed
+    any_twice = session.execute(
+        sa.text(f"SELECT 1 FROM {STAGING} GROUP BY item_id HAVING count(*) > 1 LIMIT 1")
+    ).first()
+    if any_twice is None:
+        return None
+    row = session.execute(
+        sa.text(
+            f"""
+            SELECT item_id, first_line, first_uri, line, image_uri FROM (
+                SELECT item_id, line, image_uri,
+                       first_value(line) OVER w AS first_line,
+                       first_value(image_uri) OVER w AS first_uri,
+                       row_number() OVER w AS n
+                FROM {STAGING}
+                WHERE item_id IN (
+                    SELECT item_id FROM {STAGING} GROUP BY item_id HAVING count(*) > 1
+                )
+                WINDOW w AS (PARTITION BY item_id ORDER BY line)
+            ) twice WHERE n = 2 ORDER BY line LIMIT 1
+            """
+        )
+    ).one()
+    return Duplicate(*row)
+
+
+@dataclass(frozen=True)
+class StagedCounts:
+    items: int
+    new: int
+    changed: int  # existing items whose image URI, fingerprint or title changed
+    to_tag: int  # new, image changed, or no tag from the active version
+
+
+def plan_staged(*, session: Session, active_version: str) -> StagedCounts:
+    """Compare the staged rows with ``items`` and ``tags`` before anything is written and
+    keep the decisions in a second temporary table (the upsert would erase them):
+
+    - new: no such item yet;
+    - image changed: another URI, or a fingerprint that differs from the stored one;
+    - to tag: new, image changed, or no tag from the active model version;
+    - to upsert: new, image changed, or another title.
+
+    The rules are import_items' from before staging, as set-based SQL.
+    """
+    on_commit = " ON COMMIT DROP" if _is_postgres(session) else ""
+    session.execute(
+        sa.text(
+            f"""
+            CREATE TEMPORARY TABLE {PLAN}{on_commit} AS
+            SELECT s.item_id, s.image_uri, s.title, s.fingerprint,
+                   i.item_id IS NULL AS is_new,
+                   i.item_id IS NOT NULL AND (
+                       i.image_uri <> s.image_uri
+                       OR (s.fingerprint IS NOT NULL
+                           AND coalesce(i.fingerprint <> s.fingerprint, TRUE))
+                   ) AS image_changed,
+                   i.item_id IS NOT NULL AND coalesce(
+                       i.title <> s.title, (i.title IS NULL) <> (s.title IS NULL)
+                   ) AS title_changed,
+                   t.item_id IS NULL AS untagged
+            FROM {STAGING} s
+            LEFT JOIN items i ON i.item_id = s.item_id
+            LEFT JOIN tags t ON t.item_id = s.item_id AND t.model_version = :version
+            """
+        ),
+        {"version": active_version},
+    )
+    items, new, changed, to_tag = session.execute(
+        sa.text(
+            f"""
+            SELECT count(*),
+                   coalesce(sum(CASE WHEN is_new THEN 1 ELSE 0 END), 0),
+                   coalesce(sum(CASE WHEN NOT is_new AND (image_changed OR title_changed)
+                                THEN 1 ELSE 0 END), 0),
+                   coalesce(sum(CASE WHEN is_new OR image_changed OR untagged
+                                THEN 1 ELSE 0 END), 0)
+            FROM {PLAN}
+            """
+        )
+    ).one()
+    return StagedCounts(items=int(items), new=int(new), changed=int(changed), to_tag=int(to_tag))
+
+
+def apply_plan(*, session: Session, job_id: int, now: datetime) -> None:
+    """Upsert the new and changed items, then give job ``job_id`` one pending ledger row
+    per item to tag. In item-id order, as every multi-row write here, so two imports
+    touching the same items lock them in the same order."""
+    session.execute(
+        sa.text(
+            f"""
+            INSERT INTO items (item_id, image_uri, title, fingerprint, created_at, updated_at)
+            SELECT item_id, image_uri, title, fingerprint, :now, :now FROM {PLAN}
+            WHERE is_new OR image_changed OR title_changed
+            ORDER BY item_id
+            ON CONFLICT (item_id) DO UPDATE SET
+                image_uri = excluded.image_uri,
+                title = excluded.title,
+                fingerprint = excluded.fingerprint,
+                updated_at = excluded.updated_at
+            """
+        ).bindparams(NOW),
+        {"now": now},
+    )
+    session.execute(
+        sa.text(
+            f"""
+            INSERT INTO job_items (job_id, item_id, state, updated_at, attempts, deaths)
+            SELECT :job_id, item_id, :pending, :now, 0, 0 FROM {PLAN}
+            WHERE is_new OR image_changed OR untagged
+            ORDER BY item_id
+            """
+        ).bindparams(NOW),
+        {"job_id": job_id, "pending": ItemState.PENDING.value, "now": now},
+    )

@@ -137,7 +137,7 @@ def fill(url: str, *, items: int, stale: int) -> None:
 
 def time_plan(url: str, *, limit: int, explain: bool) -> float:
     from tagger.db import make_engine, make_session_factory
-    from tagger.jobs import iter_batches
+    from tagger.pending import pending_batches
     from tagger.settings import Settings
     from tagger.sweep import plan_sweep
 
@@ -162,7 +162,9 @@ def time_plan(url: str, *, limit: int, explain: bool) -> float:
         planned = time.perf_counter() - started
         started = time.perf_counter()
         items = batches = 0
-        for batch in iter_batches(session=session, job_id=plan.job_id, size=settings.batch_size):
+        for batch in pending_batches(
+            session=session, job_id=plan.job_id, batch_size=settings.batch_size
+        ):
             items += len(batch)
             batches += 1
         read = time.perf_counter() - started

@@ -6,7 +6,7 @@ model", "Failure semantics")."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -19,8 +19,6 @@ from tagger.states import ItemState, JobKind, JobStatus
 
 # Keep IN (...) lists and multi-row inserts well under driver parameter limits.
 CHUNK = 500
-# Item ids read back from the ledger per query when streaming a job's batches.
-PAGE = 10_000
 
 # The statuses inside sa.case(...) are untyped literals (no column lends them a type), so
 # they are passed as the plain word (.value): what is stored never depends on how
@@ -91,30 +89,6 @@ def pending_item_ids(*, session: Session, job_id: int) -> list[str]:
             .order_by(JobItem.item_id)
         )
     )
-
-
-def iter_batches(
-    *, session: Session, job_id: int, size: int, page: int = PAGE
-) -> Iterator[list[str]]:
-    """The job's pending item ids in batches of ``size``, in item-id order, read back from
-    the ledger a page at a time by keyset (``item_id > last``): memory stays one page
-    whatever the job's size, and items tagged meanwhile shift no page (unlike OFFSET)."""
-    page = max(size, page // size * size)
-    after: str | None = None
-    while True:
-        query = (
-            sa.select(JobItem.item_id)
-            .where(JobItem.job_id == job_id, JobItem.state == ItemState.PENDING)
-            .order_by(JobItem.item_id)
-            .limit(page)
-        )
-        if after is not None:
-            query = query.where(JobItem.item_id > after)
-        ids = list(session.scalars(query))
-        yield from chunked(ids, size)
-        if len(ids) < page:
-            return
-        after = ids[-1]
 
 
 def failure_counts(*, session: Session, job_id: int) -> dict[str, int]:

@@ -15,7 +15,7 @@ once.
 Planning is set-based so it stays fast on a 10 M-item catalogue: the job's ledger is
 filled with ``INSERT INTO job_items ... SELECT`` straight from the queries below, the
 hand-over is one ``UPDATE``, and the ids never travel to Python; the caller streams the
-batches back from the ledger with ``tagger.jobs.iter_batches``.
+batches back from the ledger in keyset pages (``tagger.pending``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from sqlalchemy.orm import Session, aliased
 
 from tagger.db import Failure, Item, Job, JobItem, Tag, utcnow
 from tagger.exceptions import NoActiveModel
-from tagger.jobs import hand_over_job, iter_batches, open_job
+from tagger.jobs import hand_over_job, open_job
+from tagger.pending import pending_batches
 from tagger.registry import get_active_model_version
 from tagger.settings import Settings
 from tagger.states import ACTIVE_STATUSES, ItemState, JobKind
@@ -59,13 +60,14 @@ class SweepPlan:
     @property
     def batches(self) -> list[list[str]]:
         """The batches as lists, for plans made with ``with_batches=True`` (small ones).
-        A streamed plan's batches are read with ``tagger.jobs.iter_batches``."""
+        A streamed plan's batches are read from the ledger in keyset pages:
+        ``tagger.pending.pending_batches`` or ``tagger.enqueue.publish_pending``."""
         if self.job is None:
             return []
         if self.inline_batches is None:
             raise RuntimeError(
                 f"job {self.job.id}: plan made with with_batches=False; stream its batches "
-                "with tagger.jobs.iter_batches(session=..., job_id=..., size=...)"
+                "from the ledger (tagger.pending.pending_batches, enqueue.publish_pending)"
             )
         return self.inline_batches
 
@@ -136,21 +138,20 @@ def add_to_ledger(*, session: Session, job_id: int, chosen: sa.Select, limit: in
     """``INSERT INTO job_items ... SELECT`` the first ``limit`` ids ``chosen`` selects
     that are not in the job yet, as pending items of the job; returns how many."""
     mine = aliased(JobItem)
-    picked = chosen.add_columns(sa.literal(job_id).label("job_id"))
-    item_id = picked.selected_columns[0]
-    picked = picked.where(~sa.exists().where(mine.job_id == job_id, mine.item_id == item_id)).limit(
-        limit
-    )
-    rows = picked.subquery()
-    now = utcnow()
+    item_id = chosen.selected_columns[0]
+    fresh = ~sa.exists().where(mine.job_id == job_id, mine.item_id == item_id)
+    rows = chosen.where(fresh).limit(limit).subquery()
     insert = sa.insert(JobItem).from_select(
         ["job_id", "item_id", "state", "updated_at"],
         sa.select(
-            rows.c.job_id,
+            sa.literal(job_id),
             rows.c[item_id.name],
             sa.literal(ItemState.PENDING.value),
-            sa.literal(now, sa.DateTime(timezone=True)),
-        ),
+            sa.literal(utcnow(), sa.DateTime(timezone=True)),
+        )
+        # Chosen by age, written in id order: the ledger's indexes on item_id then take
+        # their new entries in order rather than at a million random places.
+        .order_by(rows.c[item_id.name]),
     )
     return session.execute(insert).rowcount
 
@@ -172,7 +173,7 @@ def plan_sweep(
 
     ``with_batches`` also reads the batches back into ``plan.batches`` (a list of every
     id: for small plans and callers that do not stream yet); without it the caller
-    streams them with ``iter_batches(session=..., job_id=plan.job_id, size=...)``."""
+    streams them from the ledger (``publish_pending(job_id=plan.job_id, items=plan.total)``)."""
     lock_sweeps(session)
     active = get_active_model_version(session=session)
     if active is None:
@@ -205,7 +206,9 @@ def plan_sweep(
     # nothing of theirs is left, with their counters adding up (done + failed + moved).
     moved = hand_over_job(session=session, to_job_id=job.id)
     batches = (
-        list(iter_batches(session=session, job_id=job.id, size=size)) if with_batches else None
+        list(pending_batches(session=session, job_id=job.id, batch_size=size))
+        if with_batches
+        else None
     )
     return SweepPlan(
         job=job,

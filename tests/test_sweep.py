@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from tagger.db import Failure, Item, Job, JobItem, Tag, utcnow
-from tagger.jobs import create_job, iter_batches
+from tagger.jobs import create_job
 from tagger.settings import Settings
 from tagger.states import JobKind, JobStatus
 from tagger.sweep import plan_sweep
@@ -164,17 +164,20 @@ def test_sweep_on_sqlite_queues_the_same_items_and_hands_over(sqlite_sessions):
         assert moved == 1 and s.get(Job, plan.job_id).total == 6
 
 
-def test_streamed_plan_is_read_back_in_keyset_pages(session_factory):
-    """Without with_batches the plan holds no ids; iter_batches reads every pending item
-    once, in item-id order, whatever the page size."""
+def test_streamed_plan_is_read_back_in_keyset_pages(session_factory, monkeypatch):
+    """Without with_batches the plan holds no ids; its ledger hands every pending item
+    back once, in item-id order, in keyset pages of any size."""
+    from tagger import pending
+
     _catalogue(session_factory)
     with session_factory.begin() as s:
         plan = plan_sweep(session=s, settings=SETTINGS, with_batches=False)
-        with pytest.raises(RuntimeError, match="iter_batches"):
+        with pytest.raises(RuntimeError, match="from the ledger"):
             _ = plan.batches
     with session_factory() as s:
         for page in (1, 2, 4, 100):
-            batches = list(iter_batches(session=s, job_id=plan.job_id, size=2, page=page))
+            monkeypatch.setattr(pending, "PAGE_ITEMS", page)
+            batches = list(pending.pending_batches(session=s, job_id=plan.job_id, batch_size=2))
             assert [len(b) for b in batches] == [2, 2, 2]
             ids = [i for b in batches for i in b]
             assert ids == sorted(ids) and len(ids) == plan.total == 6

@@ -73,6 +73,28 @@ class Tag(Base):
     tagged_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
 
 
+class CurrentTagRow(Base):
+    """The tag each item shows, with its label and score columns: the table behind the
+    ``current_tags`` view, kept true by ``tagger.current`` (see there)."""
+
+    __tablename__ = "current_tag_rows"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(
+            ["item_id", "model_version"], ["tags.item_id", "tags.model_version"]
+        ),
+    )
+
+    item_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("items.item_id", ondelete="CASCADE"), primary_key=True
+    )
+    model_version: Mapped[str] = mapped_column(sa.String(64))
+    gender: Mapped[str] = mapped_column(sa.String(64))
+    gender_score: Mapped[float] = mapped_column(sa.Float)
+    product_type: Mapped[str] = mapped_column(sa.String(64))
+    product_score: Mapped[float] = mapped_column(sa.Float)
+    tagged_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
 class Job(Base):
     __tablename__ = "jobs"
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from tagger.current import refresh_current_tags
 from tagger.db import ModelVersion, Tag, utcnow
 from tagger.exceptions import UnknownModelVersion
 from tagger.settings import Settings
@@ -71,6 +72,9 @@ def activate_model_version(*, session: Session, version: str) -> ModelVersion:
     target.is_active = True
     target.activated_at = utcnow()
     session.flush()
+    # Every item's current tag is chosen again in this transaction: readers see the old
+    # choice until it commits, then the new one.
+    refresh_current_tags(session=session)
     return target
 
 

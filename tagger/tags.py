@@ -11,7 +11,17 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from tagger.batching import chunked
-from tagger.db import Failure, JobItem, ModelVersion, Tag, current_tags, insert, utcnow
+from tagger.current import note_new_tags
+from tagger.db import (
+    CurrentTagRow,
+    Failure,
+    JobItem,
+    ModelVersion,
+    Tag,
+    current_tags,
+    insert,
+    utcnow,
+)
 from tagger.exceptions import ItemError
 from tagger.jobs import CHUNK, record_outcomes
 from tagger.scoring import Prediction
@@ -57,6 +67,7 @@ def save_batch(
         ]
         for chunk in chunked(rows, CHUNK):
             session.execute(stmt, chunk)
+        note_new_tags(session=session, model_version=model_version, item_ids=list(predictions))
         # A tagged item is no longer broken.
         for chunk in chunked(sorted(predictions), CHUNK):
             session.execute(sa.delete(Failure).where(Failure.item_id.in_(chunk)))
@@ -187,6 +198,14 @@ def prune_tags(*, session: Session, keep: int) -> int:
     """
     if keep < 1:
         raise ValueError("keep must be at least 1: an item's current tag is never pruned")
+    if keep == 1:
+        # Each item keeps exactly the tag it shows: one anti-join, no ranking.
+        shown = sa.exists().where(
+            CurrentTagRow.item_id == Tag.item_id, CurrentTagRow.model_version == Tag.model_version
+        )
+        return session.execute(
+            sa.delete(Tag).where(~shown).execution_options(synchronize_session=False)
+        ).rowcount
     rank = (
         sa.func.row_number()
         .over(

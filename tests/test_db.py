@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from tagger.current import refresh_current_tags
 from tagger.db import (
     Item,
     ModelVersion,
@@ -19,7 +20,7 @@ from tagger.db import (
     utcnow,
 )
 
-TABLES = {"items", "model_versions", "tags", "jobs", "job_items", "failures"}
+TABLES = {"items", "model_versions", "tags", "current_tag_rows", "jobs", "job_items", "failures"}
 
 
 def _version(name: str, active: bool = False) -> ModelVersion:
@@ -57,6 +58,9 @@ def _check_view(engine: sa.Engine) -> None:
         s.add_all([_tag("a", "v1", "Pants", 0), _tag("a", "v2", "Dresses", 60)])
         # b: only the old v1 tag; it still shows (a roll-out never blanks the catalogue).
         s.add(_tag("b", "v1", "Pants", 30))
+        s.flush()
+        # Written around save_batch: choose the current tags as an activation would.
+        refresh_current_tags(session=s)
     with sessions() as s:
         rows = {r.item_id: r for r in s.execute(sa.select(current_tags))}
     assert set(rows) == {"a", "b"}

@@ -109,6 +109,7 @@ def test_prune_keeps_each_items_current_tag_and_the_newest_others(session_factor
     """prune --keep 2 leaves at most two rows per item, always including the current tag."""
     from datetime import timedelta
 
+    from tagger.current import refresh_current_tags
     from tagger.db import utcnow
     from tagger.tags import prune_tags
 
@@ -144,6 +145,9 @@ def test_prune_keeps_each_items_current_tag_and_the_newest_others(session_factor
                 tagged_at=now,
             )
         )
+        s.flush()
+        # Written around save_batch: choose the current tags as an activation would.
+        refresh_current_tags(session=s)
     with session_factory.begin() as s:
         assert prune_tags(session=s, keep=2) == 2
     with session_factory() as s:

@@ -66,9 +66,11 @@ class CatalogueFile:
         base = self.path.parent.resolve()
         with self.path.open("rb") as f:
             lines = self._text_lines(f)
-            rows = _csv_rows(lines, self.source) if self.is_csv else _jsonl_rows(lines, self.source)
-            for line, row in rows:
-                yield check_row(line, row, source=self.source, base_dir=base)
+            if self.is_csv:
+                yield from _csv_rows(lines, self.source, base)
+            else:
+                for line, row in _jsonl_rows(lines, self.source):
+                    yield check_row(line, row, source=self.source, base_dir=base)
 
     def _text_lines(self, f: Iterable[bytes]) -> Iterator[str]:
         # Decoded line by line (not by the text layer's 8 KB chunks) so a bad byte is
@@ -97,7 +99,7 @@ def read_catalogue(path: str | Path) -> list[CatalogueItem]:
     return _unique_items(file, source=file.source)
 
 
-def _csv_rows(lines: Iterator[str], source: str) -> Iterator[tuple[int, dict]]:
+def _csv_rows(lines: Iterator[str], source: str, base_dir: Path) -> Iterator[CatalogueRow]:
     reader = csv.reader(lines)
     try:
         header = [h.strip() for h in next(reader, [])]
@@ -113,16 +115,30 @@ def _csv_rows(lines: Iterator[str], source: str) -> Iterator[tuple[int, dict]]:
                 source=source,
             )
         width = len(header)
+        # Cells by position, not a dict per row: this loop runs once per line of the file.
+        # A short row lacks its last cells, read as missing (None), as csv.DictReader does.
+        at_id, at_uri = header.index("item_id"), header.index("image_uri")
+        at_title = header.index("title") if "title" in header else None
+        at_caption = header.index("caption") if "caption" in header else None
         for cells in reader:
-            if len(cells) > width:
+            n = len(cells)
+            if n > width:
                 raise CatalogueError(
-                    f"{len(cells)} fields, header has {width}", line=reader.line_num, source=source
+                    f"{n} fields, header has {width}", line=reader.line_num, source=source
                 )
-            if not any(c.strip() for c in cells):
+            if not "".join(cells).strip():
                 continue  # blank line
-            # A short row leaves its missing cells out: .get() reads them as None.
-            row = dict(zip(header, cells, strict=False))
-            yield reader.line_num, row
+            title = cells[at_title] if at_title is not None and at_title < n else None
+            if title is None and at_caption is not None and at_caption < n:
+                title = cells[at_caption]
+            yield _checked(
+                reader.line_num,
+                cells[at_id].strip() if at_id < n else "",
+                cells[at_uri].strip() if at_uri < n else "",
+                title.strip() or None if title is not None else None,
+                source,
+                base_dir,
+            )
     except csv.Error as exc:
         raise CatalogueError(
             f"unreadable CSV ({exc})", line=reader.line_num, source=source
@@ -146,6 +162,17 @@ def check_row(line: int, row: dict, *, source: str, base_dir: Path | None = None
     """One row as a CatalogueRow, or a CatalogueError naming its line."""
     item_id = _text(row.get("item_id"), "item_id", line, source)
     uri = _text(row.get("image_uri"), "image_uri", line, source)
+    title = row.get("title")
+    if title is None:
+        title = row.get("caption")
+    title = _text(title, "title", line, source) or None
+    return _checked(line, item_id, uri, title, source, base_dir)
+
+
+def _checked(
+    line: int, item_id: str, uri: str, title: str | None, source: str, base_dir: Path | None
+) -> CatalogueRow:
+    # Stripped strings in; the rules every row must meet, wherever it was read.
     if not item_id:
         raise CatalogueError("item_id is empty", line=line, source=source)
     if len(item_id) > MAX_ITEM_ID:
@@ -154,24 +181,27 @@ def check_row(line: int, row: dict, *, source: str, base_dir: Path | None = None
         )
     if not uri:
         raise CatalogueError(f"image_uri is empty for item {item_id!r}", line=line, source=source)
-    # Looser than storage's parse_uri on purpose: rows are refused here only for what
-    # is wrong with the whole import; storage reports other bad URIs per item.
-    if looks_like_url(uri) and not (is_s3(uri) or is_file_url(uri)):
-        raise CatalogueError(
-            f"image_uri {uri!r} of item {item_id!r}: only s3:// and local paths are supported",
-            line=line,
-            source=source,
-        )
-    if is_s3(uri) and not s3_names_object(uri):
-        raise CatalogueError(
-            f"image_uri {uri!r} of item {item_id!r} has no object key", line=line, source=source
-        )
-    if not looks_like_url(uri) and base_dir is not None and not Path(uri).is_absolute():
+    if "\x00" in item_id or "\x00" in uri or (title is not None and "\x00" in title):
+        # Postgres text cannot hold it: refused here, by its line
+        raise CatalogueError("a field contains a NUL character", line=line, source=source)
+    if looks_like_url(uri):
+        # Looser than storage's parse_uri on purpose: rows are refused here only for what
+        # is wrong with the whole import; storage reports other bad URIs per item.
+        if is_s3(uri):
+            if not s3_names_object(uri):
+                raise CatalogueError(
+                    f"image_uri {uri!r} of item {item_id!r} has no object key",
+                    line=line,
+                    source=source,
+                )
+        elif not is_file_url(uri):
+            raise CatalogueError(
+                f"image_uri {uri!r} of item {item_id!r}: only s3:// and local paths are supported",
+                line=line,
+                source=source,
+            )
+    elif base_dir is not None and not Path(uri).is_absolute():
         uri = str((base_dir / uri).resolve())  # relative paths are relative to the file
-    title = row.get("title")
-    if title is None:
-        title = row.get("caption")
-    title = _text(title, "title", line, source) or None
     return CatalogueRow(line, item_id, uri, title)
 
 
@@ -216,6 +246,4 @@ def _text(value: object, field: str, line: int, source: str) -> str:
         raise CatalogueError(
             f"{field} must be a string, got {type(value).__name__}", line=line, source=source
         )
-    if "\x00" in value:  # Postgres text cannot hold it: refused here, by its line
-        raise CatalogueError(f"{field} contains a NUL character", line=line, source=source)
     return value.strip()

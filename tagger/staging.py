@@ -29,6 +29,8 @@ COLUMNS = ("line", "item_id", "image_uri", "title", "fingerprint")
 CHUNK_ROWS = 20_000
 # Typed, so SQLite stores it in SQLAlchemy's DateTime format (a raw datetime would go in
 # with its UTC offset, which the ORM cannot read back).
+# Ledger rows written by one import above which job_items is analyzed (apply_plan).
+ANALYZE_AFTER = 10_000
 NOW = sa.bindparam("now", type_=sa.DateTime(timezone=True))
 
 
@@ -208,7 +210,7 @@ def apply_plan(*, session: Session, job_id: int, now: datetime) -> None:
         ).bindparams(NOW),
         {"now": now},
     )
-    session.execute(
+    ledger = session.execute(
         sa.text(
             f"""
             INSERT INTO job_items (job_id, item_id, state, updated_at, attempts, deaths)
@@ -219,3 +221,9 @@ def apply_plan(*, session: Session, job_id: int, now: datetime) -> None:
         ).bindparams(NOW),
         {"job_id": job_id, "pending": ItemState.PENDING.value, "now": now},
     )
+    if _is_postgres(session) and ledger.rowcount >= ANALYZE_AFTER:
+        # The batches are read back from the ledger at once, before autovacuum has seen
+        # the new rows: with stale statistics the planner reads every remaining row of the
+        # job per keyset page (a bitmap scan and a sort) instead of walking the primary
+        # key, which makes publishing quadratic. ANALYZE counts this transaction's rows.
+        session.execute(sa.text("ANALYZE job_items"))

@@ -109,3 +109,56 @@ def test_non_utf8_file_is_refused(tmp_path):
     path.write_bytes(b"item_id,image_uri\n\xff\xfe,s3://b/a.jpg\n")
     with pytest.raises(CatalogueError, match="not UTF-8"):
         read_catalogue(path)
+
+
+def test_file_is_read_as_a_stream_of_rows(tmp_path):
+    """Rows come out one by one as lines are read: the first arrives before a bad last line
+    is reached, and the position grows towards the file's size."""
+    from tagger.catalogue import CatalogueFile
+
+    lines = ["item_id,image_uri"] + [f"i{k},s3://b/{k}.jpg" for k in range(5_000)] + ["x,"]
+    path = tmp_path / "c.csv"
+    path.write_text("\n".join(lines) + "\n")
+    stream = CatalogueFile(path)
+    rows = iter(stream)
+    first = next(rows)
+    assert (first.line, first.item_id, first.image_uri) == (2, "i0", "s3://b/0.jpg")
+    assert 0 < stream.bytes_read < stream.size
+    with pytest.raises(CatalogueError, match="line 5002: image_uri is empty for item 'x'"):
+        list(rows)
+
+
+def test_non_utf8_byte_is_reported_by_line_and_file_offset(tmp_path):
+    """A bad byte on line 3 is refused naming that line and its offset in the file."""
+    path = tmp_path / "c.csv"
+    path.write_bytes(b"item_id,image_uri\na,s3://b/a.jpg\nb\xff,s3://b/b.jpg\n")
+    with pytest.raises(CatalogueError) as err:
+        read_catalogue(path)
+    assert str(err.value) == f"{path}:line 3: not UTF-8 text (invalid start byte at byte 34)"
+
+
+def test_csv_quirks_read_as_before(tmp_path):
+    """A byte-order mark, CRLF endings, a quoted multi-line title, a caption column, a short
+    row and a blank line read as csv.DictReader read them."""
+    path = tmp_path / "c.csv"
+    path.write_bytes(
+        "\ufeffitem_id,image_uri,caption\r\n"
+        'a,s3://b/a.jpg,"two\nlines"\r\n'
+        ",,\r\n"
+        "b,s3://b/b.jpg\r\n".encode()
+    )
+    items = read_catalogue(path)
+    assert [(i.item_id, i.title) for i in items] == [("a", "two\nlines"), ("b", None)]
+
+
+def test_nul_character_is_refused_by_its_line(tmp_path):
+    """A NUL in a JSON Lines title (Postgres text cannot hold one) names its line."""
+    path = write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {"item_id": "a", "image_uri": "s3://b/a.jpg"},
+            {"item_id": "b", "image_uri": "s3://b/b.jpg", "title": "x\u0000y"},
+        ],
+    )
+    with pytest.raises(CatalogueError, match="line 2: a field contains a NUL character"):
+        read_catalogue(path)

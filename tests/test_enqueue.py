@@ -152,3 +152,107 @@ def test_import_returns_its_counts_and_queues_its_batches(
     batches = queue()
     assert {j for j, _ in batches} == {done.job_id}
     assert sorted(len(b) for _, b in batches) == [1, 2, 2]
+
+
+def test_streamed_import_publishes_every_item_to_tag_exactly_once(
+    app, settings, session_factory, queue, tmp_path, monkeypatch
+):
+    """1,000 items read back in pages of 128 and flushed 3 messages a round trip: every
+    item in exactly one batch of at most 64, each a tag_batch message for the job."""
+    from tagger.enqueue import import_and_queue
+    from tagger.messages import TAG_BATCH
+    from tests.factories import write_csv
+
+    monkeypatch.setattr("tagger.pending.PAGE_ITEMS", 128)
+    monkeypatch.setattr("tagger.messages.FLUSH_EVERY", 3)
+    with session_factory.begin() as session:
+        add_model_version(session, "v1", activate=True)
+    rows = [{"item_id": f"i{k}", "image_uri": f"s3://b/{k}.jpg"} for k in range(1_000)]
+    reports = []
+    done = import_and_queue(
+        app=app,
+        settings=settings,
+        sessions=session_factory,
+        file=write_csv(tmp_path / "c.csv", rows),
+        s3_prefix=None,
+        batch_size=64,
+        on_sent=lambda *report: reports.append(report),
+    )
+    assert (done.to_tag, done.batches) == (1_000, 16)
+    batches = queue()
+    assert len(batches) == 16 and {j for j, _ in batches} == {done.job_id}
+    assert all(len(b) <= 64 for _, b in batches)
+    assert Counter(i for _, b in batches for i in b) == Counter(f"i{k}" for k in range(1_000))
+    client = services.redis_client(services.redis_db_number())
+    raw = [json.loads(m) for m in client.lrange(settings.queue, 0, -1)]
+    client.close()
+    assert {m["headers"]["task"] for m in raw} == {TAG_BATCH}
+    assert {m["properties"]["delivery_info"]["routing_key"] for m in raw} == {settings.queue}
+    assert len({m["headers"]["id"] for m in raw}) == 16  # a task id per message
+    sent = [n for what, n, _ in reports if what.startswith("queueing")]
+    assert sent[0] == 0 and sent[-1] == 16 and sent == sorted(sent)
+
+
+def test_reimport_of_a_tagged_file_publishes_nothing(
+    app, settings, session_factory, queue, tmp_path
+):
+    """Once every item has a tag from the active version, the same file queues no batch."""
+    from tagger.enqueue import import_and_queue
+    from tagger.scoring import Prediction
+    from tagger.tags import save_batch
+    from tests.factories import write_csv
+
+    with session_factory.begin() as session:
+        add_model_version(session, "v1", activate=True)
+    rows = [{"item_id": f"i{k}", "image_uri": f"s3://b/{k}.jpg"} for k in range(10)]
+    path = write_csv(tmp_path / "c.csv", rows)
+
+    def run():
+        return import_and_queue(
+            app=app,
+            settings=settings,
+            sessions=session_factory,
+            file=path,
+            s3_prefix=None,
+            batch_size=4,
+        )
+
+    first = run()
+    pred = Prediction("WOMEN", 0.9, "Dresses", 0.8, {"gender": {}, "product": {}})
+    with session_factory.begin() as session:
+        save_batch(
+            session=session,
+            job_id=first.job_id,
+            model_version="v1",
+            predictions={r["item_id"]: pred for r in rows},
+            failures={},
+        )
+    services.redis_client(services.redis_db_number()).delete(settings.queue)
+    again = run()
+    assert (again.unchanged, again.to_tag, again.batches) == (10, 0, 0)
+    assert queue() == []
+
+
+def test_publish_pending_reports_a_broker_failure_with_the_items_pending(session_factory):
+    """Redis refusing the connection: a PublishError naming the job and its pending items."""
+    from tagger.celery_app import create_app
+    from tagger.enqueue import publish_pending
+    from tagger.messages import PublishError
+    from tagger.settings import Settings
+
+    job_id = _job(session_factory, 5, batch_size=2)
+    down = Settings(broker_url=f"redis://127.0.0.1:{services.free_port()}/0")
+    with pytest.raises(PublishError) as info:
+        publish_pending(
+            app=create_app(down),
+            settings=down,
+            sessions=session_factory,
+            job_id=job_id,
+            batch_size=2,
+        )
+    assert (info.value.job_id, info.value.sent, info.value.batches, info.value.items) == (
+        job_id,
+        0,
+        3,
+        5,
+    )

@@ -5,6 +5,7 @@ twice. :func:`load_items` still reads one whole, for small callers that want a l
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,17 +80,23 @@ class ListingSource(CatalogueSource):
     S3 hands out 1,000 keys a page)."""
 
     def __init__(self, settings: Settings, *, prefix: str, label: str, local: bool):
-        self.settings, self.prefix, self.local = settings, prefix, local
-        self.label = label
-        self.size = 0
-        self.listed = 0
-
-    def __iter__(self) -> Iterator[CatalogueRow]:
         from tagger.listing import list_images
         from tagger.storage import make_s3_client
 
-        client = None if self.local else make_s3_client(self.settings)
-        for image in list_images(self.prefix, s3_client=client):
+        self.label = label
+        self.size = 0
+        self.listed = 0
+        client = None if local else make_s3_client(settings)
+        self.images = list_images(prefix, s3_client=client)
+        # The first page is listed now, before the import opens its transaction: a missing
+        # bucket or folder, or S3 down, is the error reported, as when listings were read
+        # whole up front.
+        self.first = next(self.images, None)
+
+    def __iter__(self) -> Iterator[CatalogueRow]:
+        if self.first is None:
+            return
+        for image in itertools.chain([self.first], self.images):
             self.listed += 1
             yield CatalogueRow(self.listed, image.item_id, image.uri, None, image.fingerprint)
 
@@ -110,16 +117,22 @@ def open_source(
     settings: Settings, *, file: Path | None = None, s3_prefix: str | None = None
 ) -> CatalogueSource:
     """The catalogue to import, not yet read: a file is checked to exist and be of a known
-    format, an S3 prefix to be one; rows are read as the source is iterated."""
+    format; a folder or prefix gets its first listing page (so an unreachable S3, a missing
+    bucket or no images at all are refused before any database work). Rows are read as the
+    source is iterated."""
     if s3_prefix is not None:
         if not is_s3(s3_prefix):
             raise CatalogueError(f"--s3-prefix must start with s3://, got {s3_prefix!r}")
-        return ListingSource(settings, prefix=s3_prefix, label=s3_prefix, local=False)
-    if file is not None and file.is_dir():
-        return ListingSource(settings, prefix=str(file.resolve()), label=str(file), local=True)
-    if file is not None:
+        listing = ListingSource(settings, prefix=s3_prefix, label=s3_prefix, local=False)
+    elif file is not None and file.is_dir():
+        listing = ListingSource(settings, prefix=str(file.resolve()), label=str(file), local=True)
+    elif file is not None:
         return FileSource(file)
-    raise CatalogueError("no catalogue given")
+    else:
+        raise CatalogueError("no catalogue given")
+    if listing.first is None:
+        raise listing.empty()
+    return listing
 
 
 def load_items(

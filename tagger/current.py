@@ -35,6 +35,8 @@ SWAP_ABOVE = 50_000
 #: The secondary indexes (name suffix, columns); the swap rebuilds them under these names.
 INDEXES = (
     ("product_score", "product_type, product_score"),
+    # `tagger tags --product-type X` pages in item-id order
+    ("product_item", "product_type, item_id"),
     ("tagged_at", "tagged_at"),
     ("model_version", "model_version"),
 )

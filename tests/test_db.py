@@ -95,3 +95,33 @@ def test_only_one_version_can_be_active(db):
     sessions = make_session_factory(db)
     with pytest.raises(sa.exc.IntegrityError), sessions.begin() as s:
         s.add_all([_version("v1", active=True), _version("v2", active=True)])
+
+
+def _ledger(engine: sa.Engine) -> None:
+    from tagger.db import Job, JobItem
+
+    sessions = make_session_factory(engine)
+    with sessions.begin() as s:
+        s.add_all([Item(item_id=i, image_uri=f"/img/{i}.jpg") for i in ("a", "b", "c")])
+        s.add_all([Job(id=1, kind="import", batch_size=2), Job(id=2, kind="import", batch_size=2)])
+        s.flush()
+        s.add_all([JobItem(job_id=j, item_id=i) for j in (1, 2) for i in ("a", "b", "c")])
+    with sessions.begin() as s:
+        s.execute(sa.delete(Item).where(Item.item_id.in_(["a", "b"])))
+        s.execute(sa.delete(Job).where(Job.id == 2))
+    with sessions() as s:
+        left = s.execute(sa.select(JobItem.job_id, JobItem.item_id)).all()
+    assert left == [(1, "c")]
+
+
+def test_deleting_items_or_jobs_deletes_their_ledger_rows_on_postgres(db):
+    """Deleted items and jobs take their job_items rows with them (statement-level
+    triggers on Postgres, where the ledger has no per-row foreign keys)."""
+    _ledger(db)
+
+
+def test_deleting_items_or_jobs_deletes_their_ledger_rows_on_sqlite(tmp_path):
+    """The same on SQLite, through its foreign keys."""
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    upgrade(url)
+    _ledger(make_engine(url))

@@ -91,6 +91,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("item_id", name=f"{TABLE}_pkey"),
     )
     op.create_index(f"ix_{TABLE}_product_score", TABLE, ["product_type", "product_score"])
+    op.create_index(f"ix_{TABLE}_product_item", TABLE, ["product_type", "item_id"])
     op.create_index(f"ix_{TABLE}_tagged_at", TABLE, ["tagged_at"])
     op.create_index(f"ix_{TABLE}_model_version", TABLE, ["model_version"])
     op.execute(

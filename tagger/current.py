@@ -38,7 +38,6 @@ INDEXES = (
     # `tagger tags --product-type X` pages in item-id order
     ("product_item", "product_type, item_id"),
     ("tagged_at", "tagged_at"),
-    ("model_version", "model_version"),
 )
 ACTIVE = "(SELECT version FROM model_versions WHERE is_active)"
 

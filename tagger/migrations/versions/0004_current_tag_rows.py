@@ -93,7 +93,6 @@ def upgrade() -> None:
     op.create_index(f"ix_{TABLE}_product_score", TABLE, ["product_type", "product_score"])
     op.create_index(f"ix_{TABLE}_product_item", TABLE, ["product_type", "item_id"])
     op.create_index(f"ix_{TABLE}_tagged_at", TABLE, ["tagged_at"])
-    op.create_index(f"ix_{TABLE}_model_version", TABLE, ["model_version"])
     op.execute(
         f"""INSERT INTO {TABLE} ({COLUMNS})
         SELECT {COLUMNS} FROM current_tags"""

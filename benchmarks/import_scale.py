@@ -59,10 +59,24 @@ def write_csv(path: Path, lines: int) -> None:
             )
 
 
+# `tagger import` as the console script runs it (tagger.cli.run), with the importer's and
+# the publisher's INFO lines on: they time each phase of the import (PHASES).
+COMMAND = """
+import logging, sys
+from tagger.cli import run
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+for name in ("tagger.importer", "tagger.enqueue"):
+    logging.getLogger(name).setLevel(logging.INFO)
+sys.exit(run(sys.argv[1:]))
+"""
+PHASES = ("INFO tagger.importer: import of", "INFO tagger.enqueue: job")
+
+
 def run_import(env: dict[str, str], csv_path: Path) -> tuple[float, int, str, str]:
-    """Wall seconds, peak RSS (KiB) and output of one `tagger import` process."""
-    tagger = str(Path(sys.executable).with_name("tagger"))
-    command = [tagger, "import", str(csv_path), "--batch-size", str(BATCH_SIZE)]
+    """Wall seconds, peak RSS (KiB) and output of one `tagger import` process (the summary
+    line; the phase timings are printed as they come)."""
+    command = [sys.executable, "-c", COMMAND, "import", str(csv_path)]
+    command += ["--batch-size", str(BATCH_SIZE)]
     started = time.perf_counter()
     proc = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -74,7 +88,12 @@ def run_import(env: dict[str, str], csv_path: Path) -> tuple[float, int, str, st
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"tagger import failed ({proc.returncode}):\n{stderr}")
-    return wall, usage.ru_maxrss, stdout.strip(), stderr.strip().splitlines()[-1]
+    lines = stderr.strip().splitlines()
+    for line in lines:
+        if line.startswith(PHASES):
+            print(f"  phases: {line.split(': ', 1)[1]}")
+    summary = [line for line in lines if not line.startswith(("INFO", "WARNING"))]
+    return wall, usage.ru_maxrss, stdout.strip(), summary[-1] if summary else ""
 
 
 def main() -> None:

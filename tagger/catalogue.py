@@ -126,14 +126,16 @@ def _csv_rows(lines: Iterator[str], source: str, base_dir: Path) -> Iterator[Cat
                 raise CatalogueError(
                     f"{n} fields, header has {width}", line=reader.line_num, source=source
                 )
-            if not "".join(cells).strip():
+            item_id = cells[at_id].strip() if at_id < n else ""
+            # Only a row without an id can be blank: the join is skipped for the others.
+            if not item_id and not "".join(cells).strip():
                 continue  # blank line
             title = cells[at_title] if at_title is not None and at_title < n else None
             if title is None and at_caption is not None and at_caption < n:
                 title = cells[at_caption]
             yield _checked(
                 reader.line_num,
-                cells[at_id].strip() if at_id < n else "",
+                item_id,
                 cells[at_uri].strip() if at_uri < n else "",
                 title.strip() or None if title is not None else None,
                 source,
@@ -188,7 +190,10 @@ def _checked(
         # Looser than storage's parse_uri on purpose: rows are refused here only for what
         # is wrong with the whole import; storage reports other bad URIs per item.
         if is_s3(uri):
-            if not s3_names_object(uri):
+            # s3://bucket/key with no slash at either end names an object without the
+            # slicing s3_names_object does (once per row); other shapes ask it.
+            slash = uri.find("/", 5)
+            if not (5 < slash < len(uri) - 1 and uri[-1] != "/") and not s3_names_object(uri):
                 raise CatalogueError(
                     f"image_uri {uri!r} of item {item_id!r} has no object key",
                     line=line,

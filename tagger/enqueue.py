@@ -8,6 +8,7 @@ it did; printing it is the CLI's business."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,7 @@ def import_and_queue(
             on_read=on_read if on_read is not None else on_sent,
         )
         job_id, to_tag = done.job.id, done.job.total
+    started = time.perf_counter()
     batches = publish_pending(
         app=app,
         settings=settings,
@@ -126,6 +128,7 @@ def import_and_queue(
         items=to_tag,
         on_sent=on_sent,
     )
+    log.info("job %s: publish %.2f s", job_id, time.perf_counter() - started)
     return ImportOutcome(
         job_id=job_id,
         items=done.items,

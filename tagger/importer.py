@@ -10,7 +10,10 @@ the whole catalogue with nothing written. Queueing the batches is the caller's b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -30,12 +33,25 @@ from tagger.staging import (
     drop_staging,
     find_duplicate,
     plan_staged,
-    stage_rows,
+    stage_stream,
 )
 from tagger.states import JobKind, JobStatus
 
 if TYPE_CHECKING:
     from tagger.progress import OnProgress
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _phase(timings: dict[str, float], name: str) -> Iterator[None]:
+    # Each step's wall time, logged at the end (INFO): where a large import spends it is
+    # what benchmarks/import_scale.py prints side by side.
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = time.perf_counter() - started
 
 
 @dataclass(frozen=True)
@@ -79,12 +95,16 @@ def import_catalogue(
         raise NoActiveModel(
             "no active model version: run `tagger model register URI --activate` first"
         )
+    timings: dict[str, float] = {}
     create_staging(session=session)
-    staged = _stage(session=session, source=source, on_read=on_read)
+    with _phase(timings, "read+check+copy"):
+        staged = _stage(session=session, source=source, on_read=on_read)
     if staged == 0 and (empty := source.empty()) is not None:
         raise empty
-    _refuse_duplicates(session=session, source=source)
-    counts = plan_staged(session=session, active_version=active.version)
+    with _phase(timings, "duplicates"):
+        _refuse_duplicates(session=session, source=source)
+    with _phase(timings, "plan"):
+        counts = plan_staged(session=session, active_version=active.version)
     now = utcnow()
     job = _create_job(
         session=session,
@@ -95,8 +115,13 @@ def import_catalogue(
         batch_size=batch_size,
         now=now,
     )
-    apply_plan(session=session, job_id=job.id, now=now)
+    apply_plan(session=session, job_id=job.id, now=now, timings=timings)
     drop_staging(session=session)
+    log.info(
+        "import of %s: %s",
+        source.label,
+        ", ".join(f"{name} {seconds:.2f} s" for name, seconds in timings.items()),
+    )
     return Imported(
         job=job,
         items=counts.items,
@@ -131,27 +156,30 @@ def import_items(
 
 def _stage(*, session: Session, source: CatalogueSource, on_read: OnProgress | None) -> int:
     description = f"reading {source.label}"
+
+    def tick() -> None:
+        if on_read is not None:
+            on_read(description, source.position, source.size)
+
+    failure: list[CatalogueError] = []
+
+    def rows() -> Iterator[CatalogueRow]:
+        # A bad row ends the stream where it is, so the rows before it are staged and the
+        # COPY completes (an error inside it would abort the transaction).
+        try:
+            yield from source
+        except CatalogueError as exc:
+            failure.append(exc)
+
     if on_read is not None:
         on_read(description, 0, source.size)
-    staged = 0
-    chunk: list[CatalogueRow] = []
-    try:
-        for row in source:
-            chunk.append(row)
-            if len(chunk) >= CHUNK_ROWS:
-                staged += stage_rows(session=session, rows=chunk)
-                chunk = []
-                if on_read is not None:
-                    on_read(description, source.position, source.size)
-    except CatalogueError:
-        # A bad row: an id given twice before it is the first error in the file, and is
+    staged = stage_stream(session=session, rows=rows(), chunk_rows=CHUNK_ROWS, on_chunk=tick)
+    if failure:
+        # An id given twice before the bad row is the first error in the file, and is
         # reported instead (as reading the file top to bottom would have).
-        stage_rows(session=session, rows=chunk)
         _refuse_duplicates(session=session, source=source)
-        raise
-    staged += stage_rows(session=session, rows=chunk)
-    if on_read is not None:
-        on_read(description, source.position, source.size)
+        raise failure[0]
+    tick()
     return staged
 
 

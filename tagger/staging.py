@@ -9,11 +9,11 @@ refused catalogue rolls back with nothing written to ``items`` or ``jobs``.
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -24,9 +24,9 @@ from tagger.states import ItemState
 STAGING = "import_staging"
 PLAN = "import_plan"
 COLUMNS = ("line", "item_id", "image_uri", "title", "fingerprint")
-# Rows per COPY / executemany: big enough that per-statement costs vanish, small enough
-# that a chunk's text is a few MB.
-CHUNK_ROWS = 20_000
+# Rows per chunk of the COPY stream / per executemany: big enough that per-call costs
+# vanish, small enough that a chunk's text stays well under a MB.
+CHUNK_ROWS = 5_000
 # Typed, so SQLite stores it in SQLAlchemy's DateTime format (a raw datetime would go in
 # with its UTC offset, which the ORM cannot read back).
 # Ledger rows written by one import above which job_items is analyzed (apply_plan).
@@ -51,9 +51,10 @@ def create_staging(*, session: Session) -> None:
         )
     )
     if _is_postgres(session):
-        # The hash joins over a million staged rows stay in memory instead of spilling to
-        # batches on disk; LOCAL: this transaction only.
-        session.execute(sa.text("SET LOCAL work_mem = '64MB'"))
+        # The hash joins, the GROUP BY and the item-id sorts over a million staged rows
+        # stay in memory (at 64MB each sort spilled ~100MB to disk); LOCAL: this
+        # transaction only, and a larger catalogue still spills rather than fails.
+        session.execute(sa.text("SET LOCAL work_mem = '256MB'"))
 
 
 def drop_staging(*, session: Session) -> None:
@@ -61,33 +62,80 @@ def drop_staging(*, session: Session) -> None:
     session.execute(sa.text(f"DROP TABLE IF EXISTS {STAGING}"))
 
 
-def stage_rows(*, session: Session, rows: Iterable[CatalogueRow]) -> int:
-    """Append one chunk of rows to the staging table; returns how many."""
+def stage_stream(
+    *,
+    session: Session,
+    rows: Iterator[CatalogueRow],
+    chunk_rows: int = CHUNK_ROWS,
+    on_chunk: Callable[[], None] | None = None,
+) -> int:
+    """Append every row of ``rows`` to the staging table; returns how many.
+    ``on_chunk`` is called after each ``chunk_rows`` rows (a progress bar's tick).
+
+    On Postgres this is one COPY fed as the rows are read: the server stores a chunk
+    while Python checks the next, so reading and loading overlap on two cores (a COPY per
+    chunk made each side wait for the other). On SQLite, executemany per chunk.
+    """
     if _is_postgres(session):
-        buffer = io.StringIO()
-        # CSV COPY: an unquoted empty field is NULL. Checked rows never hold an empty
-        # string (title and fingerprint are None instead), so None -> "" is exact.
-        csv.writer(buffer, lineterminator="\n").writerows(rows)
-        count = buffer.getvalue().count("\n") if buffer.tell() else 0
-        if count:
-            buffer.seek(0)
-            dbapi = session.connection().connection.dbapi_connection
-            with dbapi.cursor() as cursor:  # type: ignore[union-attr]
-                cursor.copy_expert(
-                    f"COPY {STAGING} ({', '.join(COLUMNS)}) FROM STDIN WITH (FORMAT csv)", buffer
-                )
-                count = cursor.rowcount
-        return count
-    chunk = [dict(zip(COLUMNS, row, strict=True)) for row in rows]
-    if chunk:
-        session.execute(
-            sa.text(
-                f"INSERT INTO {STAGING} ({', '.join(COLUMNS)}) "
-                f"VALUES ({', '.join(':' + c for c in COLUMNS)})"
-            ),
-            chunk,
-        )
-    return len(chunk)
+        stream = _CopyStream(rows, chunk_rows, on_chunk)
+        dbapi = session.connection().connection.dbapi_connection
+        with dbapi.cursor() as cursor:  # type: ignore[union-attr]
+            cursor.copy_expert(
+                f"COPY {STAGING} ({', '.join(COLUMNS)}) FROM STDIN WITH (NULL '')", stream
+            )
+        return stream.count
+    insert = sa.text(
+        f"INSERT INTO {STAGING} ({', '.join(COLUMNS)}) "
+        f"VALUES ({', '.join(':' + c for c in COLUMNS)})"
+    )
+    count = 0
+    while chunk := [dict(zip(COLUMNS, row, strict=True)) for row in islice(rows, chunk_rows)]:
+        session.execute(insert, chunk)
+        count += len(chunk)
+        if on_chunk is not None:
+            on_chunk()
+    return count
+
+
+class _CopyStream:
+    """The rows as COPY text, a chunk per ``read`` (psycopg2's copy_expert reads it)."""
+
+    def __init__(
+        self, rows: Iterator[CatalogueRow], chunk_rows: int, on_chunk: Callable[[], None] | None
+    ):
+        self.rows, self.chunk_rows, self.on_chunk = rows, chunk_rows, on_chunk
+        self.count = 0
+
+    def read(self, size: int = -1) -> str:
+        chunk = list(islice(self.rows, self.chunk_rows))
+        if not chunk:
+            return ""  # end of data: the COPY completes
+        self.count += len(chunk)
+        if self.on_chunk is not None:
+            self.on_chunk()
+        return copy_text(chunk)
+
+
+def copy_text(rows: list[CatalogueRow]) -> str:
+    """Rows in COPY's text format, NULL written as an empty field: checked rows never hold
+    an empty string (a missing title or fingerprint is None)."""
+    # Formatted without escaping first (one f-string a row); the separators counted over
+    # the whole chunk tell whether any field held a tab, a line break or a backslash, and
+    # only then is the chunk escaped field by field.
+    text = "".join([f"{r[0]}\t{r[1]}\t{r[2]}\t{r[3] or ''}\t{r[4] or ''}\n" for r in rows])
+    n = len(rows)
+    if "\\" in text or "\r" in text or text.count("\t") != 4 * n or text.count("\n") != n:
+        text = "".join("\t".join(_escape(field) for field in row) + "\n" for row in rows)
+    return text
+
+
+def _escape(value: object) -> str:
+    if value is None:
+        return ""
+    text = str(value)
+    for char, escaped in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")):
+        text = text.replace(char, escaped)
+    return text
 
 
 @dataclass(frozen=True)
@@ -190,10 +238,13 @@ def plan_staged(*, session: Session, active_version: str) -> StagedCounts:
     return StagedCounts(items=int(items), new=int(new), changed=int(changed), to_tag=int(to_tag))
 
 
-def apply_plan(*, session: Session, job_id: int, now: datetime) -> None:
+def apply_plan(
+    *, session: Session, job_id: int, now: datetime, timings: dict[str, float] | None = None
+) -> None:
     """Upsert the new and changed items, then give job ``job_id`` one pending ledger row
     per item to tag. In item-id order, as every multi-row write here, so two imports
     touching the same items lock them in the same order."""
+    started = time.perf_counter()
     session.execute(
         sa.text(
             f"""
@@ -210,6 +261,7 @@ def apply_plan(*, session: Session, job_id: int, now: datetime) -> None:
         ).bindparams(NOW),
         {"now": now},
     )
+    upserted = time.perf_counter()
     ledger = session.execute(
         sa.text(
             f"""
@@ -227,3 +279,6 @@ def apply_plan(*, session: Session, job_id: int, now: datetime) -> None:
         # job per keyset page (a bitmap scan and a sort) instead of walking the primary
         # key, which makes publishing quadratic. ANALYZE counts this transaction's rows.
         session.execute(sa.text("ANALYZE job_items"))
+    if timings is not None:
+        timings["items upsert"] = upserted - started
+        timings["job_items"] = time.perf_counter() - upserted

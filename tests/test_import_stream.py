@@ -167,3 +167,29 @@ def test_sqlite_import_stages_and_applies_the_same_way(tmp_path):
         job = s.get(Job, first.job.id)
         assert job.created_at is not None and job.status == "queued"
     engine.dispose()
+
+
+def test_fields_with_tabs_backslashes_and_line_breaks_are_stored_as_written(
+    session_factory, tmp_path
+):
+    """Tabs, backslashes, CR and a quoted newline in a row reach items unchanged (COPY text)."""
+    path = tmp_path / "c.csv"
+    path.write_bytes(
+        b"item_id,image_uri,title\n"
+        b'a\\1,s3://b/a\\x.jpg,"tab\there"\n'
+        b'b2,s3://b/b.jpg,"two\nli\rnes"\n'
+        b"c3,s3://b/c.jpg,\\N\n"
+        b"d4,s3://b/d.jpg,\n"
+    )
+    with session_factory.begin() as s:
+        add_model_version(s, "v1", activate=True)
+    with session_factory.begin() as s:
+        import_catalogue(session=s, source=FileSource(path), batch_size=64)
+    with session_factory() as s:
+        rows = s.execute(sa.select(Item.item_id, Item.image_uri, Item.title).order_by(Item.item_id))
+        assert [tuple(r) for r in rows] == [
+            ("a\\1", "s3://b/a\\x.jpg", "tab\there"),
+            ("b2", "s3://b/b.jpg", "two\nli\rnes"),
+            ("c3", "s3://b/c.jpg", "\\N"),
+            ("d4", "s3://b/d.jpg", None),
+        ]

@@ -1,8 +1,9 @@
 """The import's staging table: a catalogue is loaded into a temporary table in chunks,
 then checked and applied with set-based SQL, so memory does not grow with the catalogue.
 
-On Postgres the chunks go in with ``COPY`` (psycopg2's ``copy_expert`` on the session's
-own connection); on SQLite (the embedded mode) with ``executemany``. Temporary tables
+On Postgres the rows go in with one streaming ``COPY`` (psycopg2's ``copy_expert`` on the
+session's own connection, fed a chunk at a time); on SQLite (the embedded mode) with
+``executemany`` per chunk. Temporary tables
 belong to the connection, so everything here runs in the caller's one transaction: a
 refused catalogue rolls back with nothing written to ``items`` or ``jobs``.
 """

@@ -144,6 +144,16 @@ def time_plan(url: str, *, limit: int, explain: bool) -> float:
     settings = Settings(database_url=url)
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
+    slow: list[tuple[float, str]] = []
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def _start(conn, cursor, statement, parameters, context, executemany):
+        conn.info["started"] = time.perf_counter()
+
+    @sa.event.listens_for(engine, "after_cursor_execute")
+    def _end(conn, cursor, statement, parameters, context, executemany):
+        slow.append((time.perf_counter() - conn.info["started"], " ".join(statement.split())))
+
     with sessions() as session:
         if explain:
             # auto_explain sends each statement's EXPLAIN ANALYZE back as a NOTICE.
@@ -172,6 +182,9 @@ def time_plan(url: str, *, limit: int, explain: bool) -> float:
             for notice in session.connection().connection.dbapi_connection.notices:
                 print(notice.rstrip())
         session.rollback()
+    for seconds, statement in slow:
+        if seconds >= 0.05:  # each statement of the plan that takes any time
+            print(f"    {seconds:6.2f} s  {statement[:110]}")
     engine.dispose()
     print(
         f"  plan_sweep(limit={limit:,}): {planned:.2f} s for {plan.total:,} items "

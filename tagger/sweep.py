@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, aliased
 
-from tagger.db import Failure, Item, Job, JobItem, Tag, utcnow
+from tagger.db import Failure, Item, Job, JobItem, Tag, insert, utcnow
 from tagger.exceptions import NoActiveModel
 from tagger.jobs import hand_over_job, open_job
 from tagger.pending import pending_batches
@@ -135,25 +135,25 @@ def all_items(now: datetime, settings: Settings) -> sa.Select:
 
 
 def add_to_ledger(*, session: Session, job_id: int, chosen: sa.Select, limit: int) -> int:
-    """``INSERT INTO job_items ... SELECT`` the first ``limit`` ids ``chosen`` selects
-    that are not in the job yet, as pending items of the job; returns how many."""
-    mine = aliased(JobItem)
-    item_id = chosen.selected_columns[0]
-    fresh = ~sa.exists().where(mine.job_id == job_id, mine.item_id == item_id)
-    rows = chosen.where(fresh).limit(limit).subquery()
-    insert = sa.insert(JobItem).from_select(
-        ["job_id", "item_id", "state", "updated_at"],
-        sa.select(
-            sa.literal(job_id),
-            rows.c[item_id.name],
-            sa.literal(ItemState.PENDING.value),
-            sa.literal(utcnow(), sa.DateTime(timezone=True)),
-        )
-        # Chosen by age, written in id order: the ledger's indexes on item_id then take
-        # their new entries in order rather than at a million random places.
-        .order_by(rows.c[item_id.name]),
+    """``INSERT INTO job_items ... SELECT`` the first ``limit`` ids ``chosen`` selects as
+    pending items of the job; returns how many were added. An id already in the job
+    (stale and failing) is skipped by the primary key, not by a NOT EXISTS against the
+    job's own rows: those were written in this transaction, so the planner's statistics
+    cannot know them, and it may pick a plan that scans the whole ledger per id."""
+    rows = chosen.limit(limit).subquery()
+    item_id = rows.c[chosen.selected_columns[0].name]
+    select = sa.select(
+        sa.literal(job_id),
+        item_id,
+        sa.literal(ItemState.PENDING.value),
+        sa.literal(utcnow(), sa.DateTime(timezone=True)),
     )
-    return session.execute(insert).rowcount
+    # Chosen by age, written in id order: the ledger's indexes on item_id then take their
+    # new entries in order rather than at a million random places.
+    select = select.order_by(item_id)
+    columns = ["job_id", "item_id", "state", "updated_at"]
+    statement = insert(session, JobItem).from_select(columns, select).on_conflict_do_nothing()
+    return session.execute(statement).rowcount
 
 
 def plan_sweep(

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from tagger.batching import chunked
 from tagger.db import Failure, Job, JobItem, insert, utcnow
 from tagger.exceptions import UnknownJob
-from tagger.states import ItemState, JobKind, JobStatus
+from tagger.states import ACTIVE_STATUSES, ItemState, JobKind, JobStatus
 
 # Keep IN (...) lists and multi-row inserts well under driver parameter limits.
 CHUNK = 500
@@ -254,11 +254,15 @@ def hand_over_job(*, session: Session, to_job_id: int) -> dict[int, int]:
     ids never travel to Python. Returns items moved per older job."""
     now = utcnow()
     mine = sa.orm.aliased(JobItem)
+    # Only queued/running jobs have pending items: naming them lets Postgres read just
+    # their pending rows (ix_job_items_pending) and probe this job's key for each, rather
+    # than walk this job's own new rows, which its statistics do not know yet.
+    others = sa.select(Job.id).where(Job.status.in_(ACTIVE_STATUSES), Job.id != to_job_id)
     taken = (
         sa.update(JobItem)
         .where(
+            JobItem.job_id.in_(others),
             JobItem.state == ItemState.PENDING,
-            JobItem.job_id != to_job_id,
             sa.exists().where(mine.job_id == to_job_id, mine.item_id == JobItem.item_id),
         )
         .values(state=ItemState.MOVED, started_at=None, updated_at=now)

@@ -39,6 +39,8 @@ SWEEP_LOCK_KEY = 0x7A66_5E3E
 # Sorting a million stale items by age in 4 MB (Postgres's default) spills to disk; the
 # sweep is one statement a night, so it may take more for its own transaction.
 SWEEP_WORK_MEM = "256MB"
+# Ledger rows written by one plan above which the ledger's statistics are refreshed.
+ANALYZE_AFTER = 50_000
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,10 @@ def plan_sweep(
         return SweepPlan(job=None, stale=0, failed=0, inline_batches=[])
     job.total = n_stale + n_failed
     session.flush()
+    if job.total >= ANALYZE_AFTER and session.get_bind().dialect.name == "postgresql":
+        # The statistics know nothing of the rows just written; without them the planner
+        # walks this job's rows for the hand-over and the read-back as if it had none.
+        session.execute(sa.text("ANALYZE job_items"))
     # Items still pending in stalled jobs are this job's now; those jobs are closed once
     # nothing of theirs is left, with their counters adding up (done + failed + moved).
     moved = hand_over_job(session=session, to_job_id=job.id)

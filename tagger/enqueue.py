@@ -207,8 +207,10 @@ def sweep_and_queue(
             all_=all_,
             limit=limit,
             source=source,
+            with_batches=False,
         )
         job_id = plan.job.id if plan.job else None
+        batch_size = plan.job.batch_size if plan.job else settings.batch_size
     if job_id is None:
         log.info("sweep (%s): nothing to re-tag", source)
         return None
@@ -219,5 +221,14 @@ def sweep_and_queue(
         plan.stale,
         plan.failed,
     )
-    publish_batches(app, queue=settings.queue, job_id=job_id, batches=plan.batches, on_sent=on_sent)
+    # Streamed from the ledger: a sweep of millions of items never holds its ids in memory.
+    publish_pending(
+        app=app,
+        settings=settings,
+        sessions=sessions,
+        job_id=job_id,
+        batch_size=batch_size,
+        items=plan.total,
+        on_sent=on_sent,
+    )
     return job_id

@@ -3,6 +3,8 @@ by side in one run on one Postgres database. Not a test.
 
     .venv/bin/python benchmarks/scale.py                      # N = 1,000,000 items
     .venv/bin/python benchmarks/scale.py --items 10000000     # N = 10 M (~35 GB of tags)
+    .venv/bin/python benchmarks/scale.py --items 10000000 --fill-only    # fill now, and
+    .venv/bin/python benchmarks/scale.py --items 10000000 --database NAME  # time later
     TAGGER_BENCH_PG_ADMIN_URL=postgresql+psycopg2://postgres@127.0.0.1:55432/postgres \\
         .venv/bin/python benchmarks/scale.py --items 10000000
 
@@ -151,7 +153,10 @@ def queries(engine: sa.Engine, n: int) -> list[tuple[str, float]]:
             "AND product_type = 'Dresses_Basic' AND product_score >= 0.8 "
             "ORDER BY product_score DESC LIMIT 100"
         ),
-        "README: counts by product type (all items)": (
+        "counts by product type (all items)": (
+            "SELECT product_type, count(*) FROM current_tags GROUP BY product_type"
+        ),
+        "README: split by product type, with mean score (all items)": (
             "SELECT product_type, count(*) AS items, round(avg(product_score)::numeric, 3) "
             "FROM current_tags GROUP BY product_type ORDER BY items DESC"
         ),
@@ -260,6 +265,11 @@ def import_lines(url: str, lines: int, redis_db: int) -> tuple[float, int]:
         path.unlink()
         wall, rss_kib, _, summary = run_import(env, shifted)
     queue.flushdb()
+    # Leave the database as filled, so a kept one can be timed again (the job's ledger
+    # rows go with it, through the ledger's delete triggers).
+    with sa.create_engine(url).begin() as conn:
+        conn.execute(sa.text("DELETE FROM items WHERE item_id LIKE 'new-%'"))
+        conn.execute(sa.text("DELETE FROM jobs"))
     print(f"  tagger import: {summary}")
     return wall, rss_kib
 
@@ -270,16 +280,20 @@ def main() -> None:
     parser.add_argument("--import-lines", type=int, default=1_000_000)
     parser.add_argument("--redis-db", type=int, default=11)
     parser.add_argument("--keep", action="store_true", help="keep the database; print its URL")
+    parser.add_argument("--fill-only", action="store_true", help="fill, keep, time nothing")
+    parser.add_argument("--database", help="a database this script filled and kept: time only")
     args = parser.parse_args()
 
     from tagger.db import make_engine, upgrade
 
     n = args.items
-    name = f"tagger_scale_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    name = args.database or f"tagger_scale_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    args.keep = args.keep or args.fill_only or bool(args.database)
     admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
     url = sa.engine.make_url(ADMIN_URL).set(database=name).render_as_string(False)
     with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        if not args.database:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
         conf = {k: conn.execute(sa.text(f"SHOW {k}")).scalar() for k in SETTINGS}
     print(
         f"Postgres: {conf.pop('server_version')}; " + ", ".join(f"{k}={v}" for k, v in conf.items())
@@ -287,10 +301,13 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores; N = {n:,} items, {n + n - n // 10:,} tags")
     engine = make_engine(url)
     try:
-        upgrade(url)
-        t = time.perf_counter()
-        fill(engine, n)
-        print(f"filled in {time.perf_counter() - t:.0f} s", flush=True)
+        if not args.database:
+            upgrade(url)
+            t = time.perf_counter()
+            fill(engine, n)
+            print(f"filled in {time.perf_counter() - t:.0f} s", flush=True)
+        if args.fill_only:
+            return
         rows = queries(engine, n)
         lookup = rows[0][1]
         print(f"\n{'query (median of 5)':<88} {'ms':>9} {'x lookup':>9}")

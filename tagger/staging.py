@@ -28,10 +28,10 @@ COLUMNS = ("line", "item_id", "image_uri", "title", "fingerprint")
 # Rows per chunk of the COPY stream / per executemany: big enough that per-call costs
 # vanish, small enough that a chunk's text stays well under a MB.
 CHUNK_ROWS = 5_000
-# Typed, so SQLite stores it in SQLAlchemy's DateTime format (a raw datetime would go in
-# with its UTC offset, which the ORM cannot read back).
 # Ledger rows written by one import above which job_items is analyzed (apply_plan).
 ANALYZE_AFTER = 10_000
+# Typed, so SQLite stores it in SQLAlchemy's DateTime format (a raw datetime would go in
+# with its UTC offset, which the ORM cannot read back).
 NOW = sa.bindparam("now", type_=sa.DateTime(timezone=True))
 
 

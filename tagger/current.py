@@ -40,6 +40,16 @@ INDEXES = (
     ("tagged_at", "tagged_at"),
 )
 ACTIVE = "(SELECT version FROM model_versions WHERE is_active)"
+#: The table's foreign keys (name, definition), as migration 0004 creates them; the swap
+#: adds them to the next table under these names.
+FOREIGN_KEYS = (
+    (f"fk_{TABLE}_item", "FOREIGN KEY (item_id) REFERENCES items (item_id) ON DELETE CASCADE"),
+    # No cascade: deleting a tag that is still shown is a bug, and fails loudly.
+    (
+        f"fk_{TABLE}_tag",
+        "FOREIGN KEY (item_id, model_version) REFERENCES tags (item_id, model_version)",
+    ),
+)
 
 # The view: the table plus the tag's ``scores``. Both joins are left joins on unique keys,
 # so a query that does not read ``scores`` or ``is_active_model`` never touches those
@@ -136,7 +146,7 @@ def _build_and_swap(session: Session) -> int:
         run(sa.text(f"CREATE INDEX ix_{nxt}_{suffix} ON {nxt} ({cols})"))
     # The foreign keys hold by construction (every row was read from ``tags``), so they are
     # added without a scan; they are enforced for every later write all the same.
-    for name, ref in _foreign_keys():
+    for name, ref in FOREIGN_KEYS:
         run(sa.text(f"ALTER TABLE {nxt} ADD CONSTRAINT {name}_next {ref} NOT VALID"))
     # Point the view at the new table before dropping the old one: CREATE OR REPLACE keeps
     # any view a user built on current_tags valid.
@@ -146,22 +156,7 @@ def _build_and_swap(session: Session) -> int:
     run(sa.text(f"ALTER INDEX {nxt}_pkey RENAME TO {TABLE}_pkey"))
     for suffix, _ in INDEXES:
         run(sa.text(f"ALTER INDEX ix_{nxt}_{suffix} RENAME TO ix_{TABLE}_{suffix}"))
-    for name, _ in _foreign_keys():
+    for name, _ in FOREIGN_KEYS:
         run(sa.text(f"ALTER TABLE {TABLE} RENAME CONSTRAINT {name}_next TO {name}"))
     run(sa.text(f"ANALYZE {TABLE}"))
     return count
-
-
-def _foreign_keys() -> list[tuple[str, str]]:
-    """The table's foreign keys (name, definition), as migration 0004 creates them."""
-    return [
-        (
-            f"fk_{TABLE}_item",
-            "FOREIGN KEY (item_id) REFERENCES items (item_id) ON DELETE CASCADE",
-        ),
-        (
-            f"fk_{TABLE}_tag",
-            # No cascade: deleting a tag that is still shown is a bug, and fails loudly.
-            "FOREIGN KEY (item_id, model_version) REFERENCES tags (item_id, model_version)",
-        ),
-    ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,7 +21,7 @@ from tagger.db import Job, utcnow
 from tagger.importer import import_catalogue
 from tagger.jobs import get_job, pending_item_ids
 from tagger.messages import publish_batches, publish_stream
-from tagger.pending import count_pending, page_size_for, pending_page
+from tagger.pending import count_pending, paged_batches, pending_page
 from tagger.settings import Settings
 from tagger.sources import open_source
 from tagger.states import ACTIVE_STATUSES
@@ -164,21 +163,16 @@ def publish_pending(
         return 0
     batch_count = -(-items // batch_size)
 
-    def batches() -> Iterator[list[str]]:
-        limit, after = page_size_for(batch_size), None
-        while True:
-            with sessions() as session:
-                page = pending_page(session=session, job_id=job_id, after=after, limit=limit)
-            yield from chunked(page, batch_size)
-            if len(page) < limit:
-                return
-            after = page[-1]
+    def read(after: str | None, limit: int) -> list[str]:
+        # A short session per page: nothing is held open while Redis is spoken to.
+        with sessions() as session:
+            return pending_page(session=session, job_id=job_id, after=after, limit=limit)
 
     return publish_stream(
         app,
         queue=settings.queue,
         job_id=job_id,
-        batches=batches(),
+        batches=paged_batches(read, batch_size=batch_size),
         batch_count=batch_count,
         item_count=items,
         on_sent=on_sent,

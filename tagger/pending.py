@@ -3,7 +3,7 @@ publishing a job of any size holds one page in memory, never the whole job."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -45,10 +45,22 @@ def page_size_for(batch_size: int) -> int:
 def pending_batches(*, session: Session, job_id: int, batch_size: int) -> Iterator[list[str]]:
     """The job's pending items in batches of ``batch_size``, read page by page in this
     session (inside its transaction: an import not yet committed sees its own rows)."""
+
+    def read(after: str | None, limit: int) -> list[str]:
+        return pending_page(session=session, job_id=job_id, after=after, limit=limit)
+
+    return paged_batches(read, batch_size=batch_size)
+
+
+def paged_batches(
+    read_page: Callable[[str | None, int], list[str]], *, batch_size: int
+) -> Iterator[list[str]]:
+    """Batches of ``batch_size`` from ``read_page(after, limit)`` called page after page,
+    each page starting after the last id of the one before, until a short page."""
     limit = page_size_for(batch_size)
     after: str | None = None
     while True:
-        page = pending_page(session=session, job_id=job_id, after=after, limit=limit)
+        page = read_page(after, limit)
         for start in range(0, len(page), batch_size):
             yield page[start : start + batch_size]
         if len(page) < limit:

@@ -32,12 +32,15 @@ TABLE = "current_tag_rows"
 COLUMNS = "item_id, model_version, gender, gender_score, product_type, product_score, tagged_at"
 #: Postgres catalogues with more items than this are refreshed by building and swapping.
 SWAP_ABOVE = 50_000
-#: The secondary indexes (name suffix, columns); the swap rebuilds them under these names.
+#: The secondary indexes (name suffix, columns, predicate); the swap rebuilds them
+#: under these names.
 INDEXES = (
-    ("product_score", "product_type, product_score"),
+    ("product_score", "product_type, product_score", ""),
     # `tagger tags --product-type X` pages in item-id order
-    ("product_item", "product_type, item_id"),
-    ("tagged_at", "tagged_at"),
+    ("product_item", "product_type, item_id", ""),
+    ("tagged_at", "tagged_at", ""),
+    # what the sweep queues: the items whose tag shown is not fresh (few, between roll-outs)
+    ("stale", "item_id", " WHERE NOT fresh"),
 )
 ACTIVE = "(SELECT version FROM model_versions WHERE is_active)"
 #: The table's foreign keys (name, definition), as migration 0004 creates them; the swap
@@ -82,17 +85,35 @@ SELECT {COLUMNS} FROM (
     FROM tags t
 ) ranked WHERE rank = 1
 """
+# Fresh: the active version's tag, not older than the item's last change (a newer image or
+# title). Only fresh rows are skipped by the sweep.
+_FRESH = f"(c.model_version = COALESCE({ACTIVE}, '') AND c.tagged_at >= i.updated_at)"
+_WITH_FRESH = """
+SELECT c.item_id, c.model_version, c.gender, c.gender_score, c.product_type,
+       c.product_score, c.tagged_at, {fresh} AS fresh
+FROM ({choose}) c JOIN items i ON i.item_id = c.item_id
+"""
+# An item with a current row has a tag: where the flag says otherwise (tags written with
+# SQL and then activated), the sweep would queue it twice over.
+_HEAL_UNTAGGED = f"""
+UPDATE items SET untagged = FALSE
+WHERE untagged AND EXISTS (SELECT 1 FROM {TABLE} c WHERE c.item_id = items.item_id)
+"""
 
 # A new tag replaces the item's current one when it is the same tag rewritten, or from the
 # active version, or when the item shows no active tag and the new one ranks first among
 # the rest (newer, or as new with a higher version name).
 _NOTE_NEW = f"""
-INSERT INTO {TABLE} ({COLUMNS})
-SELECT {COLUMNS} FROM tags WHERE model_version = :version AND item_id IN ({{ids}})
+INSERT INTO {TABLE} ({COLUMNS}, fresh)
+SELECT c.item_id, c.model_version, c.gender, c.gender_score, c.product_type,
+       c.product_score, c.tagged_at, {_FRESH}
+FROM tags c JOIN items i ON i.item_id = c.item_id
+WHERE c.model_version = :version AND c.item_id IN ({{ids}})
 ON CONFLICT (item_id) DO UPDATE SET
     model_version = excluded.model_version, gender = excluded.gender,
     gender_score = excluded.gender_score, product_type = excluded.product_type,
-    product_score = excluded.product_score, tagged_at = excluded.tagged_at
+    product_score = excluded.product_score, tagged_at = excluded.tagged_at,
+    fresh = excluded.fresh
 WHERE excluded.model_version = {TABLE}.model_version
    OR excluded.model_version = COALESCE({ACTIVE}, '')
    OR ({TABLE}.model_version <> COALESCE({ACTIVE}, '')
@@ -100,6 +121,7 @@ WHERE excluded.model_version = {TABLE}.model_version
             OR (excluded.tagged_at = {TABLE}.tagged_at
                 AND excluded.model_version > {TABLE}.model_version)))
 """
+_NOTE_TAGGED = "UPDATE items SET untagged = FALSE WHERE untagged AND item_id IN ({ids})"
 
 
 def note_new_tags(*, session: Session, model_version: str, item_ids: Sequence[str]) -> None:
@@ -107,8 +129,10 @@ def note_new_tags(*, session: Session, model_version: str, item_ids: Sequence[st
     ``item_ids`` sorted, so concurrent batches lock rows in the same order."""
     for chunk in chunked(sorted(item_ids), 1000):
         names = [f"i{n}" for n in range(len(chunk))]
-        stmt = sa.text(_NOTE_NEW.format(ids=", ".join(f":{n}" for n in names)))
-        session.execute(stmt, {"version": model_version, **dict(zip(names, chunk, strict=True))})
+        ids = ", ".join(f":{n}" for n in names)
+        params = dict(zip(names, chunk, strict=True))
+        session.execute(sa.text(_NOTE_NEW.format(ids=ids)), {"version": model_version, **params})
+        session.execute(sa.text(_NOTE_TAGGED.format(ids=ids)), params)
 
 
 def refresh_current_tags(*, session: Session, swap_above: int | None = None) -> int:
@@ -123,13 +147,21 @@ def refresh_current_tags(*, session: Session, swap_above: int | None = None) -> 
         session.execute(sa.text(f"LOCK TABLE {TABLE} IN SHARE MODE"))
         items = session.execute(sa.text(f"SELECT count(*) FROM {TABLE}")).scalar_one()
         if items > limit:
-            return _build_and_swap(session)
+            count = _build_and_swap(session)
+            session.execute(sa.text(_HEAL_UNTAGGED))
+            return count
         choose = _CHOOSE_PG
     else:
         choose = _CHOOSE_PORTABLE
     # Small catalogues (and SQLite, whose writers are serialised anyway): in place.
     session.execute(sa.text(f"DELETE FROM {TABLE}"))
-    return session.execute(sa.text(f"INSERT INTO {TABLE} ({COLUMNS}) {choose}")).rowcount
+    count = session.execute(sa.text(f"INSERT INTO {TABLE} ({COLUMNS}, fresh) {_chosen(choose)}"))
+    session.execute(sa.text(_HEAL_UNTAGGED))
+    return count.rowcount
+
+
+def _chosen(choose: str) -> str:
+    return _WITH_FRESH.format(fresh=_FRESH, choose=choose)
 
 
 def _build_and_swap(session: Session) -> int:
@@ -140,10 +172,10 @@ def _build_and_swap(session: Session) -> int:
     run(sa.text("SET LOCAL maintenance_work_mem = '1GB'"))
     run(sa.text(f"DROP TABLE IF EXISTS {nxt}"))
     run(sa.text(f"CREATE TABLE {nxt} (LIKE {TABLE} INCLUDING DEFAULTS)"))
-    count = run(sa.text(f"INSERT INTO {nxt} ({COLUMNS}) {_CHOOSE_PG}")).rowcount
+    count = run(sa.text(f"INSERT INTO {nxt} ({COLUMNS}, fresh) {_chosen(_CHOOSE_PG)}")).rowcount
     run(sa.text(f"ALTER TABLE {nxt} ADD CONSTRAINT {nxt}_pkey PRIMARY KEY (item_id)"))
-    for suffix, cols in INDEXES:
-        run(sa.text(f"CREATE INDEX ix_{nxt}_{suffix} ON {nxt} ({cols})"))
+    for suffix, cols, where in INDEXES:
+        run(sa.text(f"CREATE INDEX ix_{nxt}_{suffix} ON {nxt} ({cols}){where}"))
     # The foreign keys hold by construction (every row was read from ``tags``), so they are
     # added without a scan; they are enforced for every later write all the same.
     for name, ref in FOREIGN_KEYS:
@@ -154,7 +186,7 @@ def _build_and_swap(session: Session) -> int:
     run(sa.text(f"DROP TABLE {TABLE}"))
     run(sa.text(f"ALTER TABLE {nxt} RENAME TO {TABLE}"))
     run(sa.text(f"ALTER INDEX {nxt}_pkey RENAME TO {TABLE}_pkey"))
-    for suffix, _ in INDEXES:
+    for suffix, _, _ in INDEXES:
         run(sa.text(f"ALTER INDEX ix_{nxt}_{suffix} RENAME TO ix_{TABLE}_{suffix}"))
     for name, _ in FOREIGN_KEYS:
         run(sa.text(f"ALTER TABLE {TABLE} RENAME CONSTRAINT {name}_next TO {name}"))

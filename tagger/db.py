@@ -39,6 +39,9 @@ class Item(Base):
     fingerprint: Mapped[str | None] = mapped_column(sa.String(128))
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    # True until the item's first tag is saved (tagger.current keeps it): with the current
+    # rows that are not ``fresh`` it is what the sweep queues, found through partial indexes.
+    untagged: Mapped[bool] = mapped_column(sa.Boolean, default=True, server_default=sa.true())
 
 
 class ModelVersion(Base):
@@ -93,6 +96,9 @@ class CurrentTagRow(Base):
     product_type: Mapped[str] = mapped_column(sa.String(64))
     product_score: Mapped[float] = mapped_column(sa.Float)
     tagged_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    # The active version's tag, not older than the item's last change: false means the
+    # item needs tagging again.
+    fresh: Mapped[bool] = mapped_column(sa.Boolean, default=False)
 
 
 class Job(Base):

@@ -104,7 +104,7 @@ def import_catalogue(
     with _phase(timings, "duplicates"):
         _refuse_duplicates(session=session, source=source)
     with _phase(timings, "plan"):
-        counts = plan_staged(session=session, active_version=active.version)
+        counts = plan_staged(session=session)
     now = utcnow()
     job = _create_job(
         session=session,

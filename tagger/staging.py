@@ -189,13 +189,14 @@ class StagedCounts:
     to_tag: int  # new, image changed, or no tag from the active version
 
 
-def plan_staged(*, session: Session, active_version: str) -> StagedCounts:
+def plan_staged(*, session: Session) -> StagedCounts:
     """Compare the staged rows with ``items`` and ``tags`` before anything is written and
     keep the decisions in a second temporary table (the upsert would erase them):
 
     - new: no such item yet;
     - image changed: another URI, or a fingerprint that differs from the stored one;
-    - to tag: new, image changed, or no tag from the active model version;
+    - to tag: new, image changed, or no fresh tag (from the active version, not older
+      than the item's last change);
     - to upsert: new, image changed, or another title.
 
     The rules are import_items' from before staging, as set-based SQL.
@@ -215,13 +216,12 @@ def plan_staged(*, session: Session, active_version: str) -> StagedCounts:
                    i.item_id IS NOT NULL AND coalesce(
                        i.title <> s.title, (i.title IS NULL) <> (s.title IS NULL)
                    ) AS title_changed,
-                   t.item_id IS NULL AS untagged
+                   NOT coalesce(c.fresh, FALSE) AS untagged
             FROM {STAGING} s
             LEFT JOIN items i ON i.item_id = s.item_id
-            LEFT JOIN tags t ON t.item_id = s.item_id AND t.model_version = :version
+            LEFT JOIN current_tag_rows c ON c.item_id = s.item_id
             """
-        ),
-        {"version": active_version},
+        )
     )
     items, new, changed, to_tag = session.execute(
         sa.text(
@@ -249,8 +249,9 @@ def apply_plan(
     session.execute(
         sa.text(
             f"""
-            INSERT INTO items (item_id, image_uri, title, fingerprint, created_at, updated_at)
-            SELECT item_id, image_uri, title, fingerprint, :now, :now FROM {PLAN}
+            INSERT INTO items (item_id, image_uri, title, fingerprint, created_at, updated_at,
+                               untagged)
+            SELECT item_id, image_uri, title, fingerprint, :now, :now, TRUE FROM {PLAN}
             WHERE is_new OR image_changed OR title_changed
             ORDER BY item_id
             ON CONFLICT (item_id) DO UPDATE SET
@@ -261,6 +262,18 @@ def apply_plan(
             """
         ).bindparams(NOW),
         {"now": now},
+    )
+    # A changed item's tag is older than the change now: not fresh, so a sweep re-tags it
+    # even if this import's job never runs.
+    session.execute(
+        sa.text(
+            f"""
+            UPDATE current_tag_rows SET fresh = FALSE
+            WHERE fresh AND item_id IN (
+                SELECT item_id FROM {PLAN} WHERE NOT is_new AND (image_changed OR title_changed)
+            )
+            """
+        )
     )
     upserted = time.perf_counter()
     ledger = session.execute(

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, aliased
 
-from tagger.db import Failure, Item, Job, JobItem, Tag, insert, utcnow
+from tagger.db import CurrentTagRow, Failure, Item, Job, JobItem, insert, utcnow
 from tagger.exceptions import NoActiveModel
 from tagger.jobs import hand_over_job, open_job
 from tagger.pending import pending_batches
@@ -39,6 +39,8 @@ SWEEP_LOCK_KEY = 0x7A66_5E3E
 # Sorting a million stale items by age in 4 MB (Postgres's default) spills to disk; the
 # sweep is one statement a night, so it may take more for its own transaction.
 SWEEP_WORK_MEM = "256MB"
+# The temporary table a plan's chosen ids are collected in (Postgres).
+CHOSEN = "sweep_chosen"
 # Ledger rows written by one plan above which the ledger's statistics are refreshed.
 ANALYZE_AFTER = 50_000
 
@@ -96,20 +98,25 @@ def busy(item_id: sa.ColumnElement, now: datetime, settings: Settings) -> sa.Exi
     )
 
 
-def stale_items(active_version: str, now: datetime, settings: Settings) -> sa.Select:
-    tag = aliased(Tag)
+def stale_items(now: datetime, settings: Settings) -> sa.Select:
+    """Items without an up-to-date tag from the active version, oldest change first: never
+    tagged (``items.untagged``), or showing a tag that is another version's or older than
+    the item's last change (a current row that is not ``fresh``). Both flags have partial
+    indexes, so this reads the stale items only, not the catalogue."""
+    untagged = sa.select(Item.item_id, Item.updated_at).where(Item.untagged)
+    not_fresh = (
+        sa.select(Item.item_id, Item.updated_at)
+        .join(CurrentTagRow, CurrentTagRow.item_id == Item.item_id)
+        .where(sa.not_(CurrentTagRow.fresh))
+    )
+    stale = sa.union_all(untagged, not_fresh).subquery("stale")
     still_failing = sa.exists().where(
-        Failure.item_id == Item.item_id, Failure.last_seen >= Item.updated_at
+        Failure.item_id == stale.c.item_id, Failure.last_seen >= stale.c.updated_at
     )
     return (
-        sa.select(Item.item_id)
-        .outerjoin(tag, sa.and_(tag.item_id == Item.item_id, tag.model_version == active_version))
-        .where(
-            sa.or_(tag.item_id.is_(None), tag.tagged_at < Item.updated_at),
-            ~still_failing,
-            ~busy(Item.item_id, now, settings),
-        )
-        .order_by(Item.updated_at, Item.item_id)
+        sa.select(stale.c.item_id)
+        .where(~still_failing, ~busy(stale.c.item_id, now, settings))
+        .order_by(stale.c.updated_at, stale.c.item_id)
     )
 
 
@@ -144,12 +151,23 @@ def add_to_ledger(*, session: Session, job_id: int, chosen: sa.Select, limit: in
     cannot know them, and it may pick a plan that scans the whole ledger per id."""
     rows = chosen.limit(limit).subquery()
     item_id = rows.c[chosen.selected_columns[0].name]
+    ids: sa.FromClause = rows
+    if session.get_bind().dialect.name == "postgresql":
+        # Postgres never runs the SELECT of an INSERT in parallel; CREATE TABLE AS may, and
+        # choosing is the expensive half. The temporary table goes with the transaction.
+        session.execute(sa.text(f"DROP TABLE IF EXISTS {CHOSEN}"))
+        chosen_sql = sa.select(item_id.label("item_id")).compile(
+            session.get_bind(), compile_kwargs={"literal_binds": True}
+        )
+        session.execute(sa.text(f"CREATE TEMPORARY TABLE {CHOSEN} ON COMMIT DROP AS {chosen_sql}"))
+        ids = sa.table(CHOSEN, sa.column("item_id"))
+        item_id = ids.c.item_id
     select = sa.select(
         sa.literal(job_id),
         item_id,
         sa.literal(ItemState.PENDING.value),
         sa.literal(utcnow(), sa.DateTime(timezone=True)),
-    )
+    ).select_from(ids)
     # Chosen by age, written in id order: the ledger's indexes on item_id then take their
     # new entries in order rather than at a million random places.
     select = select.order_by(item_id)
@@ -190,7 +208,7 @@ def plan_sweep(
         n_stale = add_to_ledger(session=session, job_id=job.id, chosen=chosen, limit=limit)
     else:
         if stale:
-            chosen = stale_items(active.version, now, settings)
+            chosen = stale_items(now, settings)
             n_stale = add_to_ledger(session=session, job_id=job.id, chosen=chosen, limit=limit)
         due = failed_items_due(now, settings) if failed else None
         if due is not None and n_stale < limit:

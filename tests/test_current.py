@@ -1,5 +1,6 @@
-"""Current tags kept in a table: every write, activation, rollback and prune leaves exactly
-the choice the old per-query window made (the active version's tag, else the newest)."""
+"""Current tags kept in a table: every write, re-import, activation, rollback and prune leaves
+exactly the choice the old per-query window made (the active version's tag, else the newest),
+and the flags the sweep reads (items.untagged, current rows' fresh) true to their meaning."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from tagger.catalogue import CatalogueItem
 from tagger.current import refresh_current_tags
 from tagger.db import Item, Tag, current_tags, make_engine, make_session_factory, upgrade, utcnow
+from tagger.importer import import_items
 from tagger.registry import activate_model_version
 from tagger.scoring import Prediction
 from tagger.tags import prune_tags, save_batch
@@ -52,6 +55,31 @@ def _reference(session) -> set[tuple]:
     return set(session.execute(sa.text(REFERENCE)).all())
 
 
+# What needs a tag, by definition: no tag from the active version at least as new as the
+# item's last change. The sweep reads it from two flags (items.untagged, current rows not
+# fresh); they must say exactly this.
+STALE = """
+SELECT i.item_id FROM items i WHERE NOT EXISTS (
+    SELECT 1 FROM tags t JOIN model_versions mv ON mv.version = t.model_version
+    WHERE t.item_id = i.item_id AND mv.is_active AND t.tagged_at >= i.updated_at)
+"""
+FLAGGED = """
+SELECT item_id FROM items WHERE untagged
+UNION SELECT item_id FROM current_tag_rows WHERE NOT fresh
+"""
+UNTAGGED = """
+SELECT item_id FROM items i WHERE NOT EXISTS (SELECT 1 FROM tags t WHERE t.item_id = i.item_id)
+"""
+
+
+def _flags_hold(session) -> bool:
+    def ids(sql: str) -> set[str]:
+        return set(session.execute(sa.text(sql)).scalars())
+
+    flagged_untagged = set(session.execute(sa.select(Item.item_id).where(Item.untagged)).scalars())
+    return ids(FLAGGED) == ids(STALE) and flagged_untagged == ids(UNTAGGED)
+
+
 def _catalogue(sessions, n: int) -> None:
     with sessions.begin() as s:
         for v in VERSIONS:
@@ -60,8 +88,9 @@ def _catalogue(sessions, n: int) -> None:
 
 
 def _random_history(sessions, *, seed: int, n: int, swap_above: int | None) -> None:
-    """Random batches from every version, activations, rollbacks and prunes, checking the
-    table against the reference ranking after each step."""
+    """Random batches from every version, re-imports that change images, activations,
+    rollbacks and prunes, checking the table against the reference ranking, and the stale
+    flags against their definition, after each step."""
     rng = random.Random(seed)
     _catalogue(sessions, n)
     for step in range(24):
@@ -77,6 +106,11 @@ def _random_history(sessions, *, seed: int, n: int, swap_above: int | None) -> N
                     predictions=preds,
                     failures={},
                 )
+            elif action < 0.7:
+                # A re-import that changes some images (and adds an item now and then).
+                ids = rng.sample(range(n + 5), rng.randint(1, 5))
+                items = [CatalogueItem(f"i{k:03d}", f"/x/{k}-{step}.jpg") for k in ids]
+                import_items(session=s, items=items, source="history", batch_size=8)
             elif action < 0.9:
                 activate_model_version(session=s, version=rng.choice(VERSIONS))
                 # Again by the path under test (activation chose by the catalogue's size).
@@ -85,6 +119,7 @@ def _random_history(sessions, *, seed: int, n: int, swap_above: int | None) -> N
                 prune_tags(session=s, keep=rng.choice([1, 2]))
         with sessions() as s:
             assert _shown(s) == _reference(s), f"seed {seed}, step {step}"
+            assert _flags_hold(s), f"seed {seed}, step {step}: stale flags"
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -125,3 +125,62 @@ def test_deleting_items_or_jobs_deletes_their_ledger_rows_on_sqlite(tmp_path):
     url = f"sqlite:///{tmp_path / 'l.db'}"
     upgrade(url)
     _ledger(make_engine(url))
+
+
+# A catalogue as revision 0005 held it: "fresh" (active tag newer than its change),
+# "changed" (active tag older than its change), "old" (another version's tag only) and
+# "new" (no tag).
+BEFORE_FLAGS = [
+    "INSERT INTO model_versions (version, artifact_uri, gender_labels, product_labels, "
+    "image_size, uses_text, is_active) VALUES "
+    "('v1', '/m/v1', '[]', '[]', 32, false, false), ('v2', '/m/v2', '[]', '[]', 32, false, true)",
+    "INSERT INTO items (item_id, image_uri, created_at, updated_at) VALUES "
+    "('fresh', '/a', :t0, :t0), ('changed', '/b', :t0, :t2), ('old', '/c', :t0, :t0), "
+    "('new', '/d', :t0, :t0)",
+    "INSERT INTO tags (item_id, model_version, gender, gender_score, product_type, "
+    "product_score, scores, tagged_at) VALUES "
+    "('fresh', 'v2', 'MEN', 0.9, 'Dresses', 0.9, '{}', :t1), "
+    "('changed', 'v2', 'MEN', 0.9, 'Dresses', 0.9, '{}', :t1), "
+    "('old', 'v1', 'MEN', 0.9, 'Dresses', 0.9, '{}', :t1)",
+    "INSERT INTO current_tag_rows (item_id, model_version, gender, gender_score, "
+    "product_type, product_score, tagged_at) "
+    "SELECT item_id, model_version, gender, gender_score, product_type, product_score, "
+    "tagged_at FROM tags",
+]
+
+
+def _migrate_flags(url: str) -> None:
+    upgrade(url, "0005")
+    t0 = utcnow() - timedelta(hours=3)
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        for sql in BEFORE_FLAGS:
+            conn.execute(
+                sa.text(sql),
+                {"t0": t0, "t1": t0 + timedelta(hours=1), "t2": t0 + timedelta(hours=2)},
+            )
+    upgrade(url)
+    with engine.connect() as conn:
+        untagged = conn.execute(sa.text("SELECT item_id FROM items WHERE untagged")).scalars()
+        assert set(untagged) == {"new"}
+        fresh = conn.execute(sa.text("SELECT item_id, fresh FROM current_tag_rows")).all()
+        assert dict(fresh) == {"fresh": True, "changed": False, "old": False}
+        # Items inserted by hand afterwards count as untagged.
+        conn.execute(sa.text("INSERT INTO items (item_id, image_uri) VALUES ('raw', '/e')"))
+        raw = conn.execute(sa.text("SELECT untagged FROM items WHERE item_id = 'raw'"))
+        assert raw.scalar_one()
+    engine.dispose()
+
+
+def test_migration_0006_sets_the_stale_flags_on_postgres():
+    """Upgrading a filled 0005 database marks exactly the untagged items and the current
+    rows that are not fresh; new rows default to untagged."""
+    from tests.services import postgres_database
+
+    with postgres_database() as url:
+        _migrate_flags(url)
+
+
+def test_migration_0006_sets_the_stale_flags_on_sqlite(tmp_path):
+    """The same on the embedded database."""
+    _migrate_flags(f"sqlite:///{tmp_path / 'flags.db'}")

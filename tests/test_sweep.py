@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
+from tagger.current import refresh_current_tags
 from tagger.db import Failure, Item, Job, JobItem, Tag, utcnow
 from tagger.jobs import create_job
 from tagger.settings import Settings
@@ -72,6 +73,10 @@ def _catalogue(session_factory):
                 _tag("stalled", "old", now - 5 * HOUR),
             ]
         )
+        s.flush()
+        # Tags written directly, as workers do not: what they show is chosen again, as an
+        # activation does.
+        refresh_current_tags(session=s)
         s.add_all(
             [
                 # 1 attempt, 2 h ago: back-off 1 h passed → due.

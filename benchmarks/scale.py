@@ -58,9 +58,10 @@ FILL = [
     (
         "items",
         """
-INSERT INTO items (item_id, image_uri, title, created_at, updated_at)
+INSERT INTO items (item_id, image_uri, title, created_at, updated_at, untagged)
 SELECT format('item-%s', lpad(g::text, 9, '0')), format('s3://catalogue/img/%s.jpg', g),
-       format('Cotton garment no. %s', g), now() - interval '30 days', now() - interval '30 days'
+       format('Cotton garment no. %s', g), now() - interval '30 days', now() - interval '30 days',
+       false
 FROM generate_series(1, :n) g""",
     ),
     (

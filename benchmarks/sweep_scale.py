@@ -32,6 +32,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from tagger.current import refresh_current_tags
 
 PG_ADMIN_URL = os.environ.get(
     "TAGGER_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -40,9 +43,9 @@ PG_ADMIN_URL = os.environ.get(
 FILL = [
     # Items: ids in catalogue order, updated_at scattered over a day (not id order).
     """
-    INSERT INTO items (item_id, image_uri, fingerprint, created_at, updated_at)
+    INSERT INTO items (item_id, image_uri, fingerprint, created_at, updated_at, untagged)
     SELECT 'item-' || lpad(g::text, 9, '0'), 's3://bench/img/' || g || '.jpg', md5(g::text),
-           :t0, :t0 + ((g::bigint * 7919) % 86400000) * interval '1 millisecond'
+           :t0, :t0 + ((g::bigint * 7919) % 86400000) * interval '1 millisecond', false
     FROM generate_series(1, :n) g
     """,
     """
@@ -129,6 +132,11 @@ def fill(url: str, *, items: int, stale: int) -> None:
             started = time.perf_counter()
             conn.execute(sa.text(sql), params)
             print(f"  {time.perf_counter() - started:6.1f} s  {' '.join(sql.split())[:70]}")
+        started = time.perf_counter()
+        # What each item shows, and whether it is fresh, as activation builds it.
+        with sa.create_engine(url).begin() as tx, Session(bind=tx) as session:
+            refresh_current_tags(session=session, swap_above=0)
+        print(f"  {time.perf_counter() - started:6.1f} s  current tags built")
         started = time.perf_counter()
         conn.execute(sa.text("VACUUM ANALYZE"))
         print(f"  {time.perf_counter() - started:6.1f} s  VACUUM ANALYZE")

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +78,8 @@ class BatchTagger:
         self._model: LoadedModel | None = None
         self._loader: ModelLoader | None = None
         self._lock = threading.Lock()
+        # (version, its load in flight): see model_for
+        self._loading: tuple[str, Future[LoadedModel]] | None = None
 
     @property
     def s3_client(self) -> Any:
@@ -87,33 +90,65 @@ class BatchTagger:
     # --- model ---------------------------------------------------------------------
     def model_for(self, version: ModelVersion) -> LoadedModel:
         """The loaded model of ``version``; loads it (once) when the active one changed,
-        between batches: a roll-out needs no restart."""
-        with self._lock:
-            if self._model is None or self._model.version != version.version:
-                from tagger.artifact_cache import resolve_artifact
-                from tagger.runtime import ModelLoader
+        between batches: a roll-out needs no restart.
 
-                if self._loader is None:
-                    self._loader = ModelLoader(self.settings, processes=self.pool_processes)
-                path = resolve_artifact(
-                    version.artifact_uri,
-                    cache_dir=self.settings.model_cache_dir,
-                    s3_client=self.s3_client if is_s3(version.artifact_uri) else None,
-                )
-                previous = self._model.version if self._model else None
-                started = time.perf_counter()
+        The load runs in a thread of its own and the batch waits for it. A batch's soft
+        time limit interrupts only the wait: the load carries on, and the next delivery
+        waits for the same load instead of starting over, so a model that takes longer
+        to load than the limit (a slow or busy host) is still loaded in the end.
+        """
+        with self._lock:
+            if self._model is not None and self._model.version == version.version:
+                return self._model
+            if self._loading is None or self._loading[0] != version.version:
                 self._model = None  # drop the old one before loading: one in memory at a time
-                self._model = self._loader.load(path, version=version.version)
-                log.info(
-                    "loaded model %s on %s from %s in %.1f s (was %s): %r",
-                    version.version,
-                    self._model.runtime,
-                    path,
-                    time.perf_counter() - started,
-                    previous,
-                    self._model,
-                )
-            return self._model
+                self._loading = (version.version, self._start_load(version))
+            future = self._loading[1]
+        try:
+            model = future.result()
+        finally:
+            with self._lock:
+                if future.done() and self._loading is not None and self._loading[1] is future:
+                    self._loading = None  # loaded, or failed: a later batch loads afresh
+                    if future.exception() is None:
+                        self._model = future.result()
+        return model
+
+    def _start_load(self, version: ModelVersion) -> Future[LoadedModel]:
+        future: Future[LoadedModel] = Future()
+
+        def load() -> None:
+            try:
+                future.set_result(self._load(version))
+            except BaseException as exc:  # handed to the waiting batch, which reports it
+                future.set_exception(exc)
+
+        # A daemon: a worker shutting down does not wait for a load nobody needs any more.
+        threading.Thread(target=load, name=f"load-{version.version}", daemon=True).start()
+        return future
+
+    def _load(self, version: ModelVersion) -> LoadedModel:
+        from tagger.artifact_cache import resolve_artifact
+        from tagger.runtime import ModelLoader
+
+        if self._loader is None:
+            self._loader = ModelLoader(self.settings, processes=self.pool_processes)
+        path = resolve_artifact(
+            version.artifact_uri,
+            cache_dir=self.settings.model_cache_dir,
+            s3_client=self.s3_client if is_s3(version.artifact_uri) else None,
+        )
+        started = time.perf_counter()
+        model = self._loader.load(path, version=version.version)
+        log.info(
+            "loaded model %s on %s from %s in %.1f s: %r",
+            version.version,
+            model.runtime,
+            path,
+            time.perf_counter() - started,
+            model,
+        )
+        return model
 
     # --- one batch -----------------------------------------------------------------
     def run(

@@ -1,0 +1,79 @@
+"""A worker process's model load outlives a batch's soft time limit (BatchTagger.model_for)."""
+
+from __future__ import annotations
+
+import signal
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from tagger.pipeline import BatchTagger
+
+
+class Interrupted(Exception):
+    """What Celery's soft time limit raises in the waiting thread (SoftTimeLimitExceeded)."""
+
+
+def _tagger(load_seconds: float, calls: list[str]) -> BatchTagger:
+    # A pure unit test: the load itself is replaced by a slow stand-in (a real load takes
+    # seconds of TensorFlow; what is under test is who waits for it and who starts it).
+    tagger = BatchTagger(settings=None, session_factory=None)  # type: ignore[arg-type]
+
+    def load(version):
+        calls.append(version.version)
+        time.sleep(load_seconds)
+        return SimpleNamespace(version=version.version, runtime="stand-in")
+
+    tagger._load = load  # type: ignore[method-assign]
+    return tagger
+
+
+def _interrupt_after(seconds: float) -> None:
+    def handler(signum, frame):
+        raise Interrupted
+
+    signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
+def test_a_load_interrupted_by_the_time_limit_is_finished_not_restarted():
+    """The second delivery waits for the first one's load instead of starting another."""
+    calls: list[str] = []
+    tagger = _tagger(0.6, calls)
+    v1 = SimpleNamespace(version="v1", artifact_uri="unused")
+    _interrupt_after(0.2)
+    with pytest.raises(Interrupted):
+        tagger.model_for(v1)
+    model = tagger.model_for(v1)
+    assert model.version == "v1" and calls == ["v1"]
+    assert tagger.model_for(v1) is model and calls == ["v1"]
+
+
+def test_a_failed_load_is_tried_again_by_the_next_batch():
+    """A load that raised is forgotten: the next batch loads afresh and gets the model."""
+    calls: list[str] = []
+    tagger = _tagger(0.0, calls)
+    real = tagger._load
+    failures = iter([RuntimeError("artifact unreadable")])
+
+    def flaky(version):
+        for exc in failures:
+            calls.append("failed")
+            raise exc
+        return real(version)
+
+    tagger._load = flaky  # type: ignore[method-assign]
+    v1 = SimpleNamespace(version="v1", artifact_uri="unused")
+    with pytest.raises(RuntimeError, match="artifact unreadable"):
+        tagger.model_for(v1)
+    assert tagger.model_for(v1).version == "v1" and calls == ["failed", "v1"]
+
+
+def test_a_new_version_replaces_the_loaded_one():
+    """Activating another version loads it once; the old model is dropped."""
+    calls: list[str] = []
+    tagger = _tagger(0.0, calls)
+    assert tagger.model_for(SimpleNamespace(version="v1", artifact_uri="")).version == "v1"
+    assert tagger.model_for(SimpleNamespace(version="v2", artifact_uri="")).version == "v2"
+    assert calls == ["v1", "v2"] and tagger._model.version == "v2"

@@ -275,13 +275,20 @@ def import_lines(url: str, lines: int, redis_db: int) -> tuple[float, int]:
     return wall, rss_kib
 
 
+def time_import(url: str, lines: int, redis_db: int) -> None:
+    print(f"\nimport of {lines:,} new items:")
+    wall, rss = import_lines(url, lines, redis_db)
+    print(f"  {wall:.1f} s, {lines / wall:,.0f} items/s, peak RSS {rss / 1024:.0f} MB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=1_000_000)
-    parser.add_argument("--import-lines", type=int, default=1_000_000)
+    parser.add_argument("--import-lines", type=int, default=1_000_000, help="0: no import")
     parser.add_argument("--redis-db", type=int, default=11)
     parser.add_argument("--keep", action="store_true", help="keep the database; print its URL")
     parser.add_argument("--fill-only", action="store_true", help="fill, keep, time nothing")
+    parser.add_argument("--import-only", action="store_true", help="time the import alone")
     parser.add_argument("--database", help="a database this script filled and kept: time only")
     args = parser.parse_args()
 
@@ -308,6 +315,9 @@ def main() -> None:
             fill(engine, n)
             print(f"filled in {time.perf_counter() - t:.0f} s", flush=True)
         if args.fill_only:
+            return
+        if args.import_only:
+            time_import(url, args.import_lines, args.redis_db)
             return
         rows = queries(engine, n)
         lookup = rows[0][1]
@@ -337,11 +347,8 @@ def main() -> None:
         activation(engine, n)
         print("\nsweep planning:")
         sweep(engine, url)
-        print(f"\nimport of {args.import_lines:,} new items:")
-        wall, rss = import_lines(url, args.import_lines, args.redis_db)
-        print(
-            f"  {wall:.1f} s, {args.import_lines / wall:,.0f} items/s, peak RSS {rss / 1024:.0f} MB"
-        )
+        if args.import_lines:
+            time_import(url, args.import_lines, args.redis_db)
     finally:
         engine.dispose()
         if args.keep:

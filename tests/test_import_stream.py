@@ -3,6 +3,7 @@ SQLite), checked whole, then applied with set-based SQL in one transaction."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,30 @@ def test_fields_with_tabs_backslashes_and_line_breaks_are_stored_as_written(
             ("c3", "s3://b/c.jpg", "\\N"),
             ("d4", "s3://b/d.jpg", None),
         ]
+
+
+def test_two_imports_of_the_same_new_items_at_once_both_succeed(session_factory, tmp_path):
+    """Imports take turns from planning to commit (an advisory lock), so new items inserted
+    without ON CONFLICT never collide: both commit, each item is stored once."""
+    with session_factory.begin() as s:
+        add_model_version(s, "v1", activate=True)
+    paths = [_csv(tmp_path / f"{n}.csv", 3_000) for n in (1, 2)]
+    started, errors, jobs = threading.Barrier(2), [], []
+
+    def run(path: Path) -> None:
+        try:
+            with session_factory.begin() as s:
+                started.wait(timeout=30)
+                jobs.append(import_catalogue(session=s, source=FileSource(path), batch_size=64))
+        except Exception as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in paths]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert sorted((d.new, d.unchanged) for d in jobs) == [(0, 3_000), (3_000, 0)]
+    with session_factory() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(Item)) == 3_000

@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from tagger.batching import chunked
 from tagger.db import Job, utcnow
 from tagger.importer import import_catalogue
-from tagger.jobs import get_job, pending_item_ids
-from tagger.messages import publish_batches, publish_stream
+from tagger.jobs import get_job
+from tagger.messages import publish_stream
 from tagger.pending import count_pending, paged_batches, pending_page
 from tagger.settings import Settings
 from tagger.sources import open_source
@@ -72,11 +71,20 @@ def resume_job(
         job = get_job(session=session, job_id=job_id)
         if job.status not in ACTIVE_STATUSES:
             return Resumed(job_id=job_id, status=job.status, items=0, batches=0)
-        pending = pending_item_ids(session=session, job_id=job_id)
+        pending = count_pending(session=session, job_id=job_id)
         batch_size, status = job.batch_size, job.status
-    batches = list(chunked(pending, batch_size))
+    # Streamed from the ledger page by page, as an import publishes: a job of millions of
+    # pending items is never held in memory whole.
+    batches = publish_pending(
+        app=app,
+        settings=settings,
+        sessions=sessions,
+        job_id=job_id,
+        batch_size=batch_size,
+        items=pending,
+        on_sent=on_sent,
+    )
     if batches:
-        publish_batches(app, queue=settings.queue, job_id=job_id, batches=batches, on_sent=on_sent)
         # Counts as a sign of life only once the batches are out: a stalled job now reads
         # as queued/running again (so `jobs watch` does not stop at once, and a sweep leaves
         # these items to it) until stall_after passes without progress.
@@ -86,7 +94,7 @@ def resume_job(
                 .where(Job.id == job_id, Job.status.in_(ACTIVE_STATUSES))
                 .values(updated_at=utcnow())
             )
-    return Resumed(job_id=job_id, status=status, items=len(pending), batches=len(batches))
+    return Resumed(job_id=job_id, status=status, items=pending, batches=batches)
 
 
 def import_and_queue(

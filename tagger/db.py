@@ -7,6 +7,8 @@ never at import time: a pool shared across fork hands the same socket to two pro
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -206,6 +208,19 @@ def insert(session: Session, table):
     if name == "sqlite":
         return sqlite.insert(table)
     raise ConfigError(f"unsupported database dialect {name!r}")
+
+
+@contextmanager
+def planner_without(session: Session, *methods: str) -> Iterator[None]:
+    """Postgres plans the statements run inside without the given join methods
+    (``"hashjoin"``, ``"mergejoin"``): for the few bulk statements where its estimate
+    picks a join measured to be slower. Only this transaction, and only until the end of
+    the block."""
+    for method in methods:
+        session.execute(sa.text(f"SET LOCAL enable_{method} = off"))
+    yield
+    for method in methods:
+        session.execute(sa.text(f"RESET enable_{method}"))
 
 
 def alembic_config(url: str):

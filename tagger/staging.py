@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from tagger.catalogue import CatalogueRow
 from tagger.copy_format import CopyStream
+from tagger.db import planner_without
 from tagger.states import ItemState
 
 STAGING = "import_staging"
@@ -159,19 +160,12 @@ def find_duplicate(*, session: Session) -> Duplicate | None:
     return Duplicate(*row)
 
 
-def _catalogue_rows(session: Session) -> float:
-    # The planner's own estimate (kept by autovacuum): a count would read the table.
+def _estimated_rows(session: Session, table: str) -> float:
+    # The planner's own estimate (kept by autovacuum, or by ANALYZE for the staging
+    # table): a count would read the table.
     return float(
         session.execute(
-            sa.text("SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = 'items'::regclass")
-        ).scalar_one()
-    )
-
-
-def _staged_rows(session: Session) -> float:
-    return float(
-        session.execute(
-            sa.text(f"SELECT reltuples FROM pg_class WHERE oid = '{STAGING}'::regclass")
+            sa.text(f"SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = '{table}'::regclass")
         ).scalar_one()
     )
 
@@ -185,8 +179,9 @@ class StagedCounts:
 
 
 def plan_staged(*, session: Session) -> StagedCounts:
-    """Compare the staged rows with ``items`` and ``tags`` before anything is written and
-    keep the decisions in a second temporary table (the upsert would erase them):
+    """Compare the staged rows with ``items`` and ``current_tag_rows`` before anything is
+    written and keep the decisions in a second temporary table (the upsert would erase
+    them):
 
     - new: no such item yet;
     - image changed: another URI, or a fingerprint that differs from the stored one;
@@ -202,38 +197,36 @@ def plan_staged(*, session: Session) -> StagedCounts:
         # still new when apply_plan inserts it (SQLite runs one writer at a time anyway).
         session.execute(sa.select(sa.func.pg_advisory_xact_lock(IMPORT_LOCK_KEY)))
     on_commit = " ON COMMIT DROP" if postgres else ""
-    probe = postgres and _catalogue_rows(session) > PROBE_ABOVE * _staged_rows(session)
-    if probe:
-        # Left to itself the planner hashes the staged rows and reads every item and every
-        # current row past them: 21 s for a million staged rows against ten million items,
-        # most of it hashing the ten million keys. Looking each staged id up in the two
-        # primary keys reads only what the file names (about 5 s).
-        session.execute(sa.text("SET LOCAL enable_hashjoin = off"))
-        session.execute(sa.text("SET LOCAL enable_mergejoin = off"))
-    session.execute(
-        sa.text(
-            f"""
-            CREATE TEMPORARY TABLE {PLAN}{on_commit} AS
-            SELECT s.item_id, s.image_uri, s.title, s.fingerprint,
-                   i.item_id IS NULL AS is_new,
-                   i.item_id IS NOT NULL AND (
-                       i.image_uri <> s.image_uri
-                       OR (s.fingerprint IS NOT NULL
-                           AND coalesce(i.fingerprint <> s.fingerprint, TRUE))
-                   ) AS image_changed,
-                   i.item_id IS NOT NULL AND coalesce(
-                       i.title <> s.title, (i.title IS NULL) <> (s.title IS NULL)
-                   ) AS title_changed,
-                   NOT coalesce(c.fresh, FALSE) AS untagged
-            FROM {STAGING} s
-            LEFT JOIN items i ON i.item_id = s.item_id
-            LEFT JOIN current_tag_rows c ON c.item_id = s.item_id
-            """
-        )
+    probe = postgres and (
+        _estimated_rows(session, "items") > PROBE_ABOVE * _estimated_rows(session, STAGING)
     )
-    if probe:
-        session.execute(sa.text("RESET enable_hashjoin"))
-        session.execute(sa.text("RESET enable_mergejoin"))
+    # Left to itself the planner hashes the staged rows and reads every item and every
+    # current row past them: 21 s for a million staged rows against ten million items,
+    # most of it hashing the ten million keys. Looking each staged id up in the two
+    # primary keys reads only what the file names (about 5 s).
+    methods = ("hashjoin", "mergejoin") if probe else ()
+    with planner_without(session, *methods):
+        session.execute(
+            sa.text(
+                f"""
+                CREATE TEMPORARY TABLE {PLAN}{on_commit} AS
+                SELECT s.item_id, s.image_uri, s.title, s.fingerprint,
+                       i.item_id IS NULL AS is_new,
+                       i.item_id IS NOT NULL AND (
+                           i.image_uri <> s.image_uri
+                           OR (s.fingerprint IS NOT NULL
+                               AND coalesce(i.fingerprint <> s.fingerprint, TRUE))
+                       ) AS image_changed,
+                       i.item_id IS NOT NULL AND coalesce(
+                           i.title <> s.title, (i.title IS NULL) <> (s.title IS NULL)
+                       ) AS title_changed,
+                       NOT coalesce(c.fresh, FALSE) AS untagged
+                FROM {STAGING} s
+                LEFT JOIN items i ON i.item_id = s.item_id
+                LEFT JOIN current_tag_rows c ON c.item_id = s.item_id
+                """
+            )
+        )
     items, new, changed, to_tag = session.execute(
         sa.text(
             f"""

@@ -20,6 +20,8 @@ from tagger.exceptions import ConfigError
 from tagger.states import ItemState, JobStatus
 
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+# A list of item ids: a text[] on Postgres (unnest in SQL), a JSON array on SQLite.
+IdList = sa.JSON().with_variant(postgresql.ARRAY(sa.Text()), "postgresql")
 # Inside the package (shipped as package data), so a non-editable install finds it too.
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -123,9 +125,25 @@ class Job(Base):
     updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
 
 
+class JobBatch(Base):
+    """A job's members, as the batches it queued: one row per batch (its item ids), so a
+    job of a million items writes 15,625 rows, not a million. What became of each item is
+    in ``job_items`` (see tagger.ledger)."""
+
+    __tablename__ = "job_batches"
+
+    job_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    item_ids: Mapped[list[str]] = mapped_column(IdList)
+
+
 class JobItem(Base):
-    """The ledger: which items a job must tag and how far each got. Counters on ``jobs``
-    move only when a row here changes state, so a re-delivered batch counts nothing twice."""
+    """The ledger's per-item half: a row once an item's batch was delivered (attempts,
+    deaths) or the item was settled (tagged, failed, moved). An item of a job with no row
+    here is pending and was never delivered. Counters on ``jobs`` move only when a row
+    here changes state, so a re-delivered batch counts nothing twice."""
 
     __tablename__ = "job_items"
 

@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from tagger.db import Job, utcnow
 from tagger.importer import import_catalogue
 from tagger.jobs import get_job
+from tagger.ledger import batch_count as ledger_batch_count
 from tagger.messages import publish_stream
-from tagger.pending import count_pending, paged_batches, pending_page
+from tagger.pending import count_pending, stream_batches
 from tagger.settings import Settings
 from tagger.sources import open_source
 from tagger.states import ACTIVE_STATUSES
@@ -133,6 +134,7 @@ def import_and_queue(
         job_id=job_id,
         batch_size=batch_size,
         items=to_tag,
+        pending_only=False,
         on_sent=on_sent,
     )
     log.info("job %s: publish %.2f s", job_id, time.perf_counter() - started)
@@ -155,11 +157,14 @@ def publish_pending(
     job_id: int,
     batch_size: int,
     items: int | None = None,
+    pending_only: bool = True,
     on_sent: OnProgress | None = None,
 ) -> int:
-    """Publish the job's pending items in batches of ``batch_size``, in item-id order,
-    reading them from the ledger in keyset pages (one short session per page, no
-    transaction held open while Redis is spoken to); returns the batches sent.
+    """Publish the job's batches, reading them from the ledger a page of batch rows at a
+    time (one short session per page, no transaction held open while Redis is spoken
+    to); returns the batches sent. ``pending_only`` (a resume): only the items still
+    pending, in batches of ``batch_size``; without it (the first publish of a job just
+    planned) the batches as the planner wrote them.
 
     ``items``: how many are pending, when the caller knows (counted otherwise). Memory
     holds one page, whatever the job's size. PublishError when the broker fails.
@@ -169,18 +174,18 @@ def publish_pending(
             items = count_pending(session=session, job_id=job_id)
     if not items:
         return 0
-    batch_count = -(-items // batch_size)
-
-    def read(after: str | None, limit: int) -> list[str]:
-        # A short session per page: nothing is held open while Redis is spoken to.
+    if pending_only:
+        batch_count = -(-items // batch_size)
+    else:
         with sessions() as session:
-            return pending_page(session=session, job_id=job_id, after=after, limit=limit)
-
+            batch_count = ledger_batch_count(session=session, job_id=job_id)
     return publish_stream(
         app,
         queue=settings.queue,
         job_id=job_id,
-        batches=paged_batches(read, batch_size=batch_size),
+        batches=stream_batches(
+            sessions, job_id=job_id, batch_size=batch_size, pending_only=pending_only
+        ),
         batch_count=batch_count,
         item_count=items,
         on_sent=on_sent,
@@ -231,6 +236,7 @@ def sweep_and_queue(
         job_id=job_id,
         batch_size=batch_size,
         items=plan.total,
+        pending_only=False,
         on_sent=on_sent,
     )
     return job_id

@@ -15,6 +15,15 @@ from sqlalchemy.orm import Session
 from tagger.batching import chunked
 from tagger.db import Failure, Job, JobItem, insert, utcnow
 from tagger.exceptions import UnknownJob
+from tagger.ledger import (
+    add_batches,
+    ids_param,
+    ids_source,
+    is_postgres,
+    member_id,
+    members_sql,
+    pending_ids,
+)
 from tagger.states import ACTIVE_STATUSES, ItemState, JobKind, JobStatus
 
 # Keep IN (...) lists and multi-row inserts well under driver parameter limits.
@@ -59,14 +68,7 @@ def create_job(
     if not item_ids:
         job.status, job.finished_at = JobStatus.FINISHED, now
     session.flush()
-    for chunk in chunked(list(item_ids), CHUNK):
-        session.execute(
-            insert(session, JobItem),
-            [
-                {"job_id": job.id, "item_id": i, "state": ItemState.PENDING, "updated_at": now}
-                for i in chunk
-            ],
-        )
+    add_batches(session=session, job_id=job.id, item_ids=item_ids, batch_size=batch_size)
     return job
 
 
@@ -82,13 +84,7 @@ def list_jobs(*, session: Session, limit: int = 20) -> list[Job]:
 
 
 def pending_item_ids(*, session: Session, job_id: int) -> list[str]:
-    return list(
-        session.scalars(
-            sa.select(JobItem.item_id)
-            .where(JobItem.job_id == job_id, JobItem.state == ItemState.PENDING)
-            .order_by(JobItem.item_id)
-        )
-    )
+    return pending_ids(session=session, job_id=job_id)
 
 
 def failure_counts(*, session: Session, job_id: int) -> dict[str, int]:
@@ -156,9 +152,25 @@ def record_outcomes(
             moved += result.rowcount
         return moved
 
-    tagged_new = move(tagged, ItemState.TAGGED, ItemState.PENDING)
+    def settle(ids: Sequence[str], to: ItemState) -> int:
+        # Pending items, with a row (delivered) or without (never delivered), move to
+        # ``to``; settled ones stay as they are and count nothing.
+        settled = 0
+        for chunk in chunked(sorted(set(ids)), CHUNK):
+            rows = [{"job_id": job_id, "item_id": i, "state": to, "updated_at": now} for i in chunk]
+            statement = insert(session, JobItem).values(rows)
+            statement = statement.on_conflict_do_update(
+                index_elements=[JobItem.job_id, JobItem.item_id],
+                set_={"state": to.value, "updated_at": now},
+                where=JobItem.state == ItemState.PENDING,
+            ).returning(JobItem.item_id)
+            settled += len(session.execute(statement).all())
+        return settled
+
+    # Failed to tagged first: a row that is failed now must not count as newly tagged.
     tagged_after_failure = move(tagged, ItemState.TAGGED, ItemState.FAILED)
-    failed_new = move(failed, ItemState.FAILED, ItemState.PENDING)
+    tagged_new = settle(tagged, ItemState.TAGGED)
+    failed_new = settle(failed, ItemState.FAILED)
     done_delta = tagged_new + tagged_after_failure
     failed_delta = failed_new - tagged_after_failure
     complete = Job.done + done_delta + Job.failed + failed_delta + Job.moved >= Job.total
@@ -190,21 +202,30 @@ def start_delivery(*, session: Session, job_id: int, item_ids: Sequence[str]) ->
     now = utcnow()
     deaths: dict[str, int] = {}
     for chunk in chunked(sorted(set(item_ids)), CHUNK):
-        rows = session.execute(
-            sa.update(JobItem)
-            .where(
-                JobItem.job_id == job_id,
-                JobItem.item_id.in_(chunk),
-                JobItem.state == ItemState.PENDING,
-            )
-            .values(
-                attempts=JobItem.attempts + 1,
-                deaths=JobItem.deaths + sa.case((JobItem.started_at.is_not(None), 1), else_=0),
-                started_at=now,
-            )
-            .returning(JobItem.item_id, JobItem.deaths)
-        )
-        deaths.update({item_id: n for item_id, n in rows})
+        # The first delivery writes the item's row; later ones count on it.
+        rows = [
+            {
+                "job_id": job_id,
+                "item_id": i,
+                "state": ItemState.PENDING,
+                "updated_at": now,
+                "attempts": 1,
+                "deaths": 0,
+                "started_at": now,
+            }
+            for i in chunk
+        ]
+        statement = insert(session, JobItem).values(rows)
+        statement = statement.on_conflict_do_update(
+            index_elements=[JobItem.job_id, JobItem.item_id],
+            set_={
+                "attempts": JobItem.attempts + 1,
+                "deaths": JobItem.deaths + sa.case((JobItem.started_at.is_not(None), 1), else_=0),
+                "started_at": now,
+            },
+            where=JobItem.state == ItemState.PENDING,
+        ).returning(JobItem.item_id, JobItem.deaths)
+        deaths.update({item_id: n for item_id, n in session.execute(statement)})
     return deaths
 
 
@@ -231,50 +252,62 @@ def hand_over(*, session: Session, item_ids: Sequence[str], to_job_id: int) -> d
     """Items pending in older jobs now belong to job ``to_job_id``: mark them ``moved``
     there and close each older job whose items are all accounted for, so no job stays
     ``running`` forever with items another job took. Returns items moved per job."""
-    now = utcnow()
-    moved: Counter[int] = Counter()
-    for chunk in chunked(sorted(set(item_ids)), CHUNK):
-        rows = session.execute(
-            sa.update(JobItem)
-            .where(
-                JobItem.item_id.in_(chunk),
-                JobItem.state == ItemState.PENDING,
-                JobItem.job_id != to_job_id,
-            )
-            .values(state=ItemState.MOVED, started_at=None, updated_at=now)
-            .returning(JobItem.job_id)
-        )
-        moved.update(job_id for (job_id,) in rows)
-    _count_moved(session=session, moved=moved, now=now)
-    return dict(moved)
+    mine = ids_source(session, "mine")
+    return _hand_over(session, to_job_id, mine, {"mine": ids_param(session, item_ids)})
 
 
 def hand_over_job(*, session: Session, to_job_id: int) -> dict[int, int]:
-    """``hand_over`` for every item in job ``to_job_id``'s ledger, in one statement: the
-    ids never travel to Python. Returns items moved per older job."""
-    now = utcnow()
-    mine = sa.orm.aliased(JobItem)
-    # Only queued/running jobs have pending items: naming them lets Postgres read just
-    # their pending rows (ix_job_items_pending) and probe this job's key for each, rather
-    # than walk this job's own new rows, which its statistics do not know yet.
-    others = sa.select(Job.id).where(Job.status.in_(ACTIVE_STATUSES), Job.id != to_job_id)
-    taken = (
-        sa.update(JobItem)
-        .where(
-            JobItem.job_id.in_(others),
-            JobItem.state == ItemState.PENDING,
-            sa.exists().where(mine.job_id == to_job_id, mine.item_id == JobItem.item_id),
-        )
-        .values(state=ItemState.MOVED, started_at=None, updated_at=now)
-        .returning(JobItem.job_id)
+    """``hand_over`` for every member of job ``to_job_id``, in one statement: the ids never
+    travel to Python. Returns items moved per older job."""
+    # Its own aliases b and m shadow the outer statement's inside this subquery.
+    mine = (
+        f"SELECT {member_id(session)} AS item_id FROM {members_sql(session)} WHERE b.job_id = :to"
     )
-    if session.get_bind().dialect.name == "postgresql":
+
+    return _hand_over(session, to_job_id, mine, {})
+
+
+def _hand_over(
+    session: Session, to_job_id: int, mine: str, params: dict[str, object]
+) -> dict[int, int]:
+    now = utcnow()
+    others = [s.value for s in ACTIVE_STATUSES]
+    # Only queued/running jobs have pending items; most of the time there are none besides
+    # this one, and then there is nothing to read.
+    if not session.scalar(
+        sa.select(sa.exists().where(Job.status.in_(others), Job.id != to_job_id))
+    ):
+        return {}
+    statuses = ", ".join(f"'{s}'" for s in others)
+    # Every pending member of another live job that is also one of ``mine`` gets (or turns
+    # its pending row into) a ``moved`` row; settled rows stay as they are.
+    taken = f"""
+        INSERT INTO job_items (job_id, item_id, state, updated_at, attempts, deaths)
+        SELECT b.job_id, {member_id(session)}, :moved, :now, 0, 0
+        FROM jobs j JOIN {members_sql(session)} ON b.job_id = j.id
+        WHERE j.status IN ({statuses}) AND j.id <> :to
+          AND {member_id(session)} IN (SELECT item_id FROM ({mine}) mine)
+        ON CONFLICT (job_id, item_id) DO UPDATE SET
+            state = excluded.state, started_at = NULL, updated_at = excluded.updated_at
+        WHERE job_items.state = :pending
+        RETURNING job_id
+    """
+    values = {
+        **params,
+        "to": to_job_id,
+        "moved": ItemState.MOVED.value,
+        "pending": ItemState.PENDING.value,
+        "now": now,
+    }
+    if is_postgres(session):
         # A data-modifying CTE: Postgres counts the moved rows per job itself.
-        cte = taken.cte("taken")
-        rows = session.execute(sa.select(cte.c.job_id, sa.func.count()).group_by(cte.c.job_id))
-        moved = Counter({job_id: int(n) for job_id, n in rows})
-    else:  # SQLite has no UPDATE in a CTE; embedded jobs are small
-        moved = Counter(job_id for (job_id,) in session.execute(taken))
+        rows = session.execute(
+            sa.text(f"WITH taken AS ({taken}) SELECT job_id, count(*) FROM taken GROUP BY 1"),
+            values,
+        )
+        moved = Counter({int(job_id): int(n) for job_id, n in rows})
+    else:  # SQLite has no INSERT in a CTE; embedded jobs are small
+        moved = Counter(int(job_id) for (job_id,) in session.execute(sa.text(taken), values))
     _count_moved(session=session, moved=moved, now=now)
     return dict(moved)
 

@@ -1,12 +1,12 @@
-"""Ledger retention: a finished job's per-item ledger (``job_items``) is deleted once the
-job is older than ``TAGGER_LEDGER_RETENTION_DAYS``, since nightly sweeps over a large
-catalogue add a row per item per night. The ``jobs`` row keeps its counters and the
+"""Ledger retention: a finished job's ledger (its ``job_items`` rows and its batches) is
+deleted once the job is older than ``TAGGER_LEDGER_RETENTION_DAYS``, since nightly sweeps
+over a large catalogue add a row per delivered item per night. The ``jobs`` row keeps its counters and the
 ``failures`` rows stay: only the per-item history of old, finished jobs goes.
 
 The rows go in bounded chunks, each its own transaction, so a prune of millions of rows
 never holds one giant transaction or its locks, and a prune cut off part-way (a time
 limit, a crash) keeps what it did; the next one carries on. A finished job with a
-``total`` but no ledger rows left is a pruned one (tagger never deletes items, whose
+``total`` but no batches left is a pruned one (tagger never deletes items, whose
 rows would otherwise go by cascade): `tagger jobs ID` says so, `tagger tags --job ID`
 refuses it.
 """
@@ -20,8 +20,9 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from tagger.db import Job, JobItem, utcnow
+from tagger.db import Job, JobBatch, JobItem, utcnow
 from tagger.exceptions import TaggerError
+from tagger.ledger import has_members
 from tagger.states import FINISHED_STATUSES
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,10 @@ def prunable_jobs(*, session: Session, before: datetime) -> list[int]:
             .where(
                 Job.status.in_(FINISHED_STATUSES),
                 Job.finished_at < before,
-                sa.exists().where(JobItem.job_id == Job.id),
+                sa.or_(
+                    sa.exists().where(JobItem.job_id == Job.id),
+                    sa.exists().where(JobBatch.job_id == Job.id),
+                ),
             )
             .order_by(Job.id)
         )
@@ -90,14 +94,18 @@ def delete_ledger_chunk(
 def prune_job_ledger(
     *, sessions: sessionmaker[Session], job_id: int, chunk: int = PRUNE_CHUNK
 ) -> int:
-    """Delete every ledger row of one job, a chunk per transaction; returns how many."""
+    """Delete every ledger row of one job, a chunk per transaction, then its batches (a
+    row per batch: few); returns the job_items rows deleted."""
     deleted, after = 0, None
     while True:
         with sessions.begin() as session:
             n, after = delete_ledger_chunk(session=session, job_id=job_id, after=after, chunk=chunk)
         deleted += n
         if after is None:  # the chunk was the job's last (possibly short, possibly empty)
-            return deleted
+            break
+    with sessions.begin() as session:
+        session.execute(sa.delete(JobBatch).where(JobBatch.job_id == job_id))
+    return deleted
 
 
 def prune_ledgers(
@@ -130,7 +138,7 @@ def ledger_pruned(*, session: Session, job: Job) -> bool:
     """Whether the job's per-item ledger was pruned (finished, had items, has no rows)."""
     if job.status not in FINISHED_STATUSES or not job.total:
         return False
-    return not session.scalar(sa.select(sa.exists().where(JobItem.job_id == job.id)))
+    return not has_members(session=session, job_id=job.id)
 
 
 def ensure_ledger_kept(*, session: Session, job: Job) -> None:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from tagger.catalogue import CatalogueRow
 from tagger.copy_format import CopyStream
 from tagger.db import planner_without
-from tagger.states import ItemState
+from tagger.ledger import write_batches
 
 STAGING = "import_staging"
 PLAN = "import_plan"
@@ -35,8 +35,6 @@ IMPORT_LOCK_KEY = 0x7461_6767_6572_0002
 # Plan by index lookups when the catalogue holds more than this many times the staged
 # rows (plan_staged); below it, hash joins over the whole catalogue are as quick.
 PROBE_ABOVE = 4
-# Ledger rows written by one import above which job_items is analyzed (apply_plan).
-ANALYZE_AFTER = 10_000
 # Typed, so SQLite stores it in SQLAlchemy's DateTime format (a raw datetime would go in
 # with its UTC offset, which the ORM cannot read back).
 NOW = sa.bindparam("now", type_=sa.DateTime(timezone=True))
@@ -244,10 +242,15 @@ def plan_staged(*, session: Session) -> StagedCounts:
 
 
 def apply_plan(
-    *, session: Session, job_id: int, now: datetime, timings: dict[str, float] | None = None
+    *,
+    session: Session,
+    job_id: int,
+    batch_size: int,
+    now: datetime,
+    timings: dict[str, float] | None = None,
 ) -> None:
-    """Insert the new items and update the changed ones, then give job ``job_id`` one
-    pending ledger row per item to tag. Existing items are updated in item-id order, so
+    """Insert the new items and update the changed ones, then write job ``job_id``'s
+    batches of the items to tag (tagger.ledger). Existing items are updated in item-id order, so
     an import and workers marking items tagged lock them in the same order."""
     started = time.perf_counter()
     upsert = "is_new OR image_changed OR title_changed"
@@ -297,23 +300,12 @@ def apply_plan(
         )
     )
     upserted = time.perf_counter()
-    ledger = session.execute(
-        sa.text(
-            f"""
-            INSERT INTO job_items (job_id, item_id, state, updated_at, attempts, deaths)
-            SELECT :job_id, item_id, :pending, :now, 0, 0 FROM {PLAN}
-            WHERE is_new OR image_changed OR untagged
-            ORDER BY item_id
-            """
-        ).bindparams(NOW),
-        {"job_id": job_id, "pending": ItemState.PENDING.value, "now": now},
+    write_batches(
+        session=session,
+        job_id=job_id,
+        ids_sql=f"SELECT item_id FROM {PLAN} WHERE is_new OR image_changed OR untagged",
+        batch_size=batch_size,
     )
-    if _is_postgres(session) and ledger.rowcount >= ANALYZE_AFTER:
-        # The batches are read back from the ledger at once, before autovacuum has seen
-        # the new rows: with stale statistics the planner reads every remaining row of the
-        # job per keyset page (a bitmap scan and a sort) instead of walking the primary
-        # key, which makes publishing quadratic. ANALYZE counts this transaction's rows.
-        session.execute(sa.text("ANALYZE job_items"))
     if timings is not None:
         timings["items upsert"] = upserted - started
-        timings["job_items"] = time.perf_counter() - upserted
+        timings["job batches"] = time.perf_counter() - upserted

@@ -12,10 +12,10 @@ pending in a stalled job are handed over (that job is closed with them counted a
 ``moved``). A Postgres advisory lock makes two sweeps fired at once queue the work only
 once.
 
-Planning is set-based so it stays fast on a 10 M-item catalogue: the job's ledger is
-filled with ``INSERT INTO job_items ... SELECT`` straight from the queries below, the
-hand-over is one ``UPDATE``, and the ids never travel to Python; the caller streams the
-batches back from the ledger in keyset pages (``tagger.pending``).
+Planning is set-based so it stays fast on a 10 M-item catalogue: the job's batches are
+written with ``INSERT INTO job_batches ... SELECT`` straight from the queries below
+(tagger.ledger), the hand-over is one statement, and the ids never travel to Python; the
+caller streams the batches back a page at a time (``tagger.pending``).
 """
 
 from __future__ import annotations
@@ -24,24 +24,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
-from tagger.db import (
-    CurrentTagRow,
-    Failure,
-    Item,
-    Job,
-    JobItem,
-    insert,
-    planner_without,
-    utcnow,
-)
+from tagger.db import CurrentTagRow, Failure, Item, Job, planner_without, utcnow
 from tagger.exceptions import NoActiveModel
 from tagger.jobs import hand_over_job, open_job
+from tagger.ledger import (
+    add_batches,
+    member_id,
+    members_sql,
+    next_seq,
+    not_settled,
+    pending_ids,
+    write_batches,
+)
 from tagger.pending import pending_batches
 from tagger.registry import get_active_model_version
 from tagger.settings import Settings
-from tagger.states import ACTIVE_STATUSES, ItemState, JobKind
+from tagger.states import ACTIVE_STATUSES, JobKind
 
 # Arbitrary constant naming the sweep's advisory lock (pg_advisory_xact_lock takes a bigint).
 SWEEP_LOCK_KEY = 0x7A66_5E3E
@@ -50,8 +50,6 @@ SWEEP_LOCK_KEY = 0x7A66_5E3E
 SWEEP_WORK_MEM = "256MB"
 # The temporary table a plan's chosen ids are collected in (Postgres).
 CHOSEN = "sweep_chosen"
-# Ledger rows written by one plan above which the ledger's statistics are refreshed.
-ANALYZE_AFTER = 50_000
 
 
 @dataclass(frozen=True)
@@ -93,21 +91,32 @@ def lock_sweeps(session: Session) -> None:
         session.execute(sa.text(f"SET LOCAL work_mem = '{SWEEP_WORK_MEM}'"))
 
 
-def busy(item_id: sa.ColumnElement, now: datetime, settings: Settings) -> sa.Exists:
-    """The item is pending in a queued/running job that made progress recently (not
-    stalled). NOT EXISTS rather than NOT IN: Postgres turns it into an anti-join, where
-    NOT IN over a large pending set is re-scanned per item once it outgrows work_mem."""
-    ji, job = aliased(JobItem), aliased(Job)
-    return sa.exists().where(
-        ji.item_id == item_id,
-        ji.state == ItemState.PENDING,
-        job.id == ji.job_id,
-        job.status.in_(ACTIVE_STATUSES),
-        job.updated_at >= now - timedelta(seconds=settings.stall_after),
+def live_pending(session: Session, now: datetime, settings: Settings) -> sa.Subquery:
+    """The items pending in a queued/running job that made progress recently (not stalled):
+    the members of those jobs' batches without a settled ledger row. Read once per plan
+    and anti-joined (NOT EXISTS): Postgres hashes it, where NOT IN over a large pending set
+    is re-scanned per item once it outgrows work_mem."""
+    statuses = ", ".join(f"'{s.value}'" for s in ACTIVE_STATUSES)
+    since = sa.bindparam(
+        "busy_since", now - timedelta(seconds=settings.stall_after), sa.DateTime(timezone=True)
     )
+    sql = sa.text(
+        f"""
+        SELECT {member_id(session)} AS item_id FROM jobs j JOIN {members_sql(session)}
+            ON b.job_id = j.id
+        WHERE j.status IN ({statuses}) AND j.updated_at >= :busy_since
+          AND {not_settled(session, "j.id")}
+        """
+    ).bindparams(since)
+    return sql.columns(sa.column("item_id", sa.String)).subquery("live")
 
 
-def stale_items(now: datetime, settings: Settings) -> sa.Select:
+def busy(item_id: sa.ColumnElement, live: sa.Subquery) -> sa.Exists:
+    """The item is one of ``live`` (:func:`live_pending`)."""
+    return sa.exists().where(live.c.item_id == item_id)
+
+
+def stale_items(now: datetime, settings: Settings, live: sa.Subquery) -> sa.Select:
     """Items without an up-to-date tag from the active version, oldest change first: never
     tagged (``items.untagged``), or showing a tag that is another version's or older than
     the item's last change (a current row that is not ``fresh``). Both flags have partial
@@ -124,12 +133,12 @@ def stale_items(now: datetime, settings: Settings) -> sa.Select:
     )
     return (
         sa.select(stale.c.item_id)
-        .where(~still_failing, ~busy(stale.c.item_id, now, settings))
+        .where(~still_failing, ~busy(stale.c.item_id, live))
         .order_by(stale.c.updated_at, stale.c.item_id)
     )
 
 
-def failed_items_due(now: datetime, settings: Settings) -> sa.Select | None:
+def failed_items_due(now: datetime, settings: Settings, live: sa.Subquery) -> sa.Select | None:
     # One condition per attempt count keeps the exponential back-off portable SQL.
     due = [
         sa.and_(
@@ -143,52 +152,58 @@ def failed_items_due(now: datetime, settings: Settings) -> sa.Select | None:
         return None
     return (
         sa.select(Failure.item_id)
-        .where(sa.or_(*due), ~busy(Failure.item_id, now, settings))
+        .where(sa.or_(*due), ~busy(Failure.item_id, live))
         .order_by(Failure.last_seen, Failure.item_id)
     )
 
 
-def all_items(now: datetime, settings: Settings) -> sa.Select:
-    return sa.select(Item.item_id).where(~busy(Item.item_id, now, settings)).order_by(Item.item_id)
+def all_items(live: sa.Subquery) -> sa.Select:
+    return sa.select(Item.item_id).where(~busy(Item.item_id, live)).order_by(Item.item_id)
 
 
 def add_to_ledger(*, session: Session, job_id: int, chosen: sa.Select, limit: int) -> int:
-    """``INSERT INTO job_items ... SELECT`` the first ``limit`` ids ``chosen`` selects as
-    pending items of the job; returns how many were added. An id already in the job
-    (stale and failing) is skipped by the primary key, not by a NOT EXISTS against the
-    job's own rows: those were written in this transaction, so the planner's statistics
-    cannot know them, and it may pick a plan that scans the whole ledger per id."""
+    """Write the first ``limit`` ids ``chosen`` selects as batches of the job, in the order
+    chosen (oldest first), leaving out any id already in the job (stale and failing);
+    returns how many were added."""
+    job = session.get(Job, job_id)
+    size = job.batch_size if job is not None else 64
+    first = next_seq(session=session, job_id=job_id)
+    if session.get_bind().dialect.name != "postgresql":
+        # SQLite (embedded, small): the ids through Python.
+        ids = list(dict.fromkeys(session.scalars(chosen.limit(limit))))
+        members = set(pending_ids(session=session, job_id=job_id))
+        ids = [i for i in ids if i not in members]
+        add_batches(session=session, job_id=job_id, item_ids=ids, batch_size=size, first_seq=first)
+        return len(ids)
     rows = chosen.limit(limit).subquery()
     item_id = rows.c[chosen.selected_columns[0].name]
-    ids: sa.FromClause = rows
-    if session.get_bind().dialect.name == "postgresql":
-        # Postgres never runs the SELECT of an INSERT in parallel; CREATE TABLE AS may, and
-        # choosing is the expensive half. The temporary table goes with the transaction.
-        session.execute(sa.text(f"DROP TABLE IF EXISTS {CHOSEN}"))
-        chosen_sql = sa.select(item_id.label("item_id")).compile(
-            session.get_bind(), compile_kwargs={"literal_binds": True}
+    # Postgres never runs the SELECT of an INSERT in parallel; CREATE TABLE AS may, and
+    # choosing is the expensive half. The temporary table goes with the transaction.
+    session.execute(sa.text(f"DROP TABLE IF EXISTS {CHOSEN}"))
+    chosen_sql = sa.select(item_id.label("item_id")).compile(
+        session.get_bind(), compile_kwargs={"literal_binds": True}
+    )
+    # Without hash joins: hashing ten million item ids to join a million stale current
+    # rows with their items took 7.4 s of this statement's 9.4 s at 10 M items; merge
+    # joins along the primary keys (or index lookups, for a few stale items) take 5 s.
+    with planner_without(session, "hashjoin"):
+        session.execute(sa.text(f"CREATE TEMPORARY TABLE {CHOSEN} ON COMMIT DROP AS {chosen_sql}"))
+    ids_sql = f"SELECT c.item_id FROM {CHOSEN} c"
+    if first:
+        ids_sql += (
+            f" WHERE NOT EXISTS (SELECT 1 FROM {members_sql(session)} "
+            f"WHERE b.job_id = :job AND {member_id(session)} = c.item_id)"
         )
-        # Without hash joins: hashing ten million item ids to join a million stale current
-        # rows with their items took 7.4 s of this statement's 9.4 s at 10 M items; merge
-        # joins along the primary keys (or index lookups, for a few stale items) take 5 s.
-        with planner_without(session, "hashjoin"):
-            session.execute(
-                sa.text(f"CREATE TEMPORARY TABLE {CHOSEN} ON COMMIT DROP AS {chosen_sql}")
-            )
-        ids = sa.table(CHOSEN, sa.column("item_id"))
-        item_id = ids.c.item_id
-    select = sa.select(
-        sa.literal(job_id),
-        item_id,
-        sa.literal(ItemState.PENDING.value),
-        sa.literal(utcnow(), sa.DateTime(timezone=True)),
-    ).select_from(ids)
-    # Chosen by age, written in id order: the ledger's indexes on item_id then take their
-    # new entries in order rather than at a million random places.
-    select = select.order_by(item_id)
-    columns = ["job_id", "item_id", "state", "updated_at"]
-    statement = insert(session, JobItem).from_select(columns, select).on_conflict_do_nothing()
-    return session.execute(statement).rowcount
+    _, added = write_batches(
+        session=session,
+        job_id=job_id,
+        ids_sql=ids_sql,
+        batch_size=size,
+        params={"job": job_id},
+        first_seq=first,
+        in_id_order=False,
+    )
+    return added
 
 
 def plan_sweep(
@@ -218,14 +233,15 @@ def plan_sweep(
     size = batch_size or settings.batch_size
     job = open_job(session=session, kind=JobKind.RETAG, source=source, batch_size=size)
     n_stale = n_failed = 0
+    live = live_pending(session, now, settings)
     if all_:
-        chosen = all_items(now, settings)
+        chosen = all_items(live)
         n_stale = add_to_ledger(session=session, job_id=job.id, chosen=chosen, limit=limit)
     else:
         if stale:
-            chosen = stale_items(now, settings)
+            chosen = stale_items(now, settings, live)
             n_stale = add_to_ledger(session=session, job_id=job.id, chosen=chosen, limit=limit)
-        due = failed_items_due(now, settings) if failed else None
+        due = failed_items_due(now, settings, live) if failed else None
         if due is not None and n_stale < limit:
             # An item both stale and failing is in the job once, counted as stale.
             n_failed = add_to_ledger(
@@ -237,10 +253,6 @@ def plan_sweep(
         return SweepPlan(job=None, stale=0, failed=0, inline_batches=[])
     job.total = n_stale + n_failed
     session.flush()
-    if job.total >= ANALYZE_AFTER and session.get_bind().dialect.name == "postgresql":
-        # The statistics know nothing of the rows just written; without them the planner
-        # walks this job's rows for the hand-over and the read-back as if it had none.
-        session.execute(sa.text("ANALYZE job_items"))
     # Items still pending in stalled jobs are this job's now; those jobs are closed once
     # nothing of theirs is left, with their counters adding up (done + failed + moved).
     moved = hand_over_job(session=session, to_job_id=job.id)

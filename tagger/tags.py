@@ -15,7 +15,6 @@ from tagger.current import note_new_tags
 from tagger.db import (
     CurrentTagRow,
     Failure,
-    JobItem,
     ModelVersion,
     Tag,
     current_tags,
@@ -24,6 +23,7 @@ from tagger.db import (
 )
 from tagger.exceptions import ItemError
 from tagger.jobs import CHUNK, record_outcomes
+from tagger.ledger import member_ids
 from tagger.scoring import Prediction
 
 
@@ -127,7 +127,7 @@ def query_tags(*, session: Session, query: TagQuery) -> list[dict[str, Any]]:
     """
     if query.item_ids is None:
         return list(iter_tags(session=session, query=query))
-    stmt, c = _tag_select(query)
+    stmt, c = _tag_select(query, session=session)
     # Chunked: a catalogue's worth of ids would exceed driver parameter limits.
     rows: list[dict[str, Any]] = []
     for chunk in chunked(sorted(set(query.item_ids)), CHUNK):
@@ -146,7 +146,7 @@ def iter_tags(
     if query.item_ids is not None:
         yield from query_tags(session=session, query=query)
         return
-    stmt, c = _tag_select(query)
+    stmt, c = _tag_select(query, session=session)
     stmt = stmt.order_by(c.item_id)
     if query.limit:
         stmt = stmt.limit(query.limit)
@@ -155,7 +155,7 @@ def iter_tags(
         yield dict(row._mapping)
 
 
-def _tag_select(query: TagQuery):
+def _tag_select(query: TagQuery, *, session: Session):
     src = Tag.__table__ if query.model_version else current_tags
     c = src.c
     stmt = sa.select(
@@ -183,8 +183,9 @@ def _tag_select(query: TagQuery):
     if query.item_id:
         stmt = stmt.where(c.item_id == query.item_id)
     if query.job_id is not None:
-        in_job = sa.select(JobItem.item_id).where(JobItem.job_id == query.job_id)
-        stmt = stmt.where(c.item_id.in_(in_job))
+        in_job = member_ids(session=session, job_id=query.job_id)
+        members = in_job.columns(sa.column("item_id", sa.String)).subquery("members")
+        stmt = stmt.where(c.item_id.in_(sa.select(members.c.item_id)))
     if query.since is not None:
         stmt = stmt.where(c.tagged_at >= query.since)
     return stmt, c

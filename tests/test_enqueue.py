@@ -157,13 +157,13 @@ def test_import_returns_its_counts_and_queues_its_batches(
 def test_streamed_import_publishes_every_item_to_tag_exactly_once(
     app, settings, session_factory, queue, tmp_path, monkeypatch
 ):
-    """1,000 items read back in pages of 128 and flushed 3 messages a round trip: every
+    """1,000 items read back in pages of 3 batch rows and flushed 3 messages a round trip: every
     item in exactly one batch of at most 64, each a tag_batch message for the job."""
     from tagger.enqueue import import_and_queue
     from tagger.messages import TAG_BATCH
     from tests.factories import write_csv
 
-    monkeypatch.setattr("tagger.pending.PAGE_ITEMS", 128)
+    monkeypatch.setattr("tagger.ledger.PAGE_BATCHES", 3)
     monkeypatch.setattr("tagger.messages.FLUSH_EVERY", 3)
     with session_factory.begin() as session:
         add_model_version(session, "v1", activate=True)

@@ -6,9 +6,10 @@ import pytest
 import sqlalchemy as sa
 
 from tagger.catalogue import CatalogueItem
-from tagger.db import Item, Job, JobItem
+from tagger.db import Item, Job
 from tagger.exceptions import NoActiveModel
 from tagger.importer import import_items
+from tagger.ledger import pending_ids
 from tagger.scoring import Prediction
 from tagger.tags import save_batch
 from tests.factories import add_model_version
@@ -77,7 +78,7 @@ def test_changed_image_is_queued_again(session_factory):
     assert plan.batches == [["i1"]] and plan.changed == 1
     with session_factory() as s:
         assert s.get(Item, "i1").image_uri == "s3://b/new.jpg"
-        ledger = s.scalars(sa.select(JobItem.item_id).where(JobItem.job_id == plan.job.id)).all()
+        ledger = pending_ids(session=s, job_id=plan.job.id)
         assert ledger == ["i1"]
 
 

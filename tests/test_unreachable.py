@@ -13,11 +13,13 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from tagger.catalogue import CatalogueItem
-from tagger.db import Job, JobItem, utcnow
+from tagger.db import Job, utcnow
 from tagger.importer import import_items
 from tagger.jobs import pending_item_ids
+from tagger.ledger import item_states
 from tests.factories import add_model_version, write_csv
 from tests.redis_server import redis_server
 from tests.services import free_port
@@ -167,9 +169,8 @@ def test_resume_with_redis_down_says_resume_again(pg_url, db, session_factory, t
         f"job {job_id} is saved with 1 item pending; "
         f"run `tagger jobs resume {job_id}` once Redis is back"
     ), line
-    with db.connect() as conn:
-        state = conn.scalar(sa.select(JobItem.state).where(JobItem.job_id == job_id))
-    assert state == "pending"
+    with Session(db) as session:
+        assert item_states(session=session, job_id=job_id) == {"x": "pending"}
 
 
 # --- S3 ------------------------------------------------------------------------------------

@@ -265,3 +265,60 @@ def test_reference_ranking_uses_tagged_at_then_version(session_factory):
         refresh_current_tags(session=s)
     with session_factory() as s:
         assert {r[1] for r in _shown(s)} == {"v2"} and _shown(s) == _reference(s)
+
+
+def _schema(db) -> dict[str, object]:
+    """current_tag_rows as the catalogue describes it: columns, indexes, constraints."""
+    with db.connect() as conn:
+        columns = conn.execute(
+            sa.text(
+                "SELECT column_name, data_type, character_maximum_length, is_nullable, "
+                "column_default FROM information_schema.columns "
+                "WHERE table_name = 'current_tag_rows' ORDER BY ordinal_position"
+            )
+        ).all()
+        indexes = conn.execute(
+            sa.text(
+                "SELECT indexname, indexdef FROM pg_indexes "
+                "WHERE tablename = 'current_tag_rows' ORDER BY 1"
+            )
+        ).all()
+        constraints = conn.execute(
+            sa.text(
+                "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conrelid = 'current_tag_rows'::regclass ORDER BY 1"
+            )
+        ).all()
+    return {"columns": columns, "indexes": indexes, "constraints": constraints}
+
+
+def test_swapped_table_has_the_migrated_schema():
+    """The table a swap builds (CREATE TABLE AS, then keys and indexes) has exactly the
+    columns, types, NOT NULLs, default, indexes and constraints the migrations made (a
+    database of its own: the shared test database may have been swapped already). The
+    swap's foreign keys are added NOT VALID, and say so; nothing else differs."""
+    from tests.services import postgres_database
+
+    with postgres_database() as url:
+        upgrade(url)
+        db = make_engine(url)
+        before = _schema(db)
+        sessions = make_session_factory(db)
+        with sessions.begin() as s:
+            add_model_version(s, "v1", activate=True)
+            s.add(Item(item_id="a", image_uri="/a.jpg"))
+            s.flush()
+            save_batch(
+                session=s,
+                job_id=None,
+                model_version="v1",
+                predictions={"a": _pred(random.Random(0))},
+                failures={},
+            )
+        with sessions.begin() as s:
+            assert refresh_current_tags(session=s, swap_above=0) == 1
+        after = _schema(db)
+        db.dispose()
+    valid = [(name, d.removesuffix(" NOT VALID")) for name, d in after["constraints"]]
+    assert {**after, "constraints": valid} == before
+    assert len(before["indexes"]) == 4 and len(before["constraints"]) == 3

@@ -201,7 +201,9 @@ def plan_staged(*, session: Session) -> StagedCounts:
     # Left to itself the planner hashes the staged rows and reads every item and every
     # current row past them: 21 s for a million staged rows against ten million items,
     # most of it hashing the ten million keys. Looking each staged id up in the two
-    # primary keys reads only what the file names (about 5 s).
+    # primary keys reads only what the file names (about 5 s). The current row is looked
+    # up by the item found, not by the staged id: a new item (no such item, so no current
+    # row either) then costs one lookup, not two (2.9 s against 3.9 s for a million new).
     methods = ("hashjoin", "mergejoin") if probe else ()
     with planner_without(session, *methods):
         session.execute(
@@ -221,7 +223,7 @@ def plan_staged(*, session: Session) -> StagedCounts:
                        NOT coalesce(c.fresh, FALSE) AS untagged
                 FROM {STAGING} s
                 LEFT JOIN items i ON i.item_id = s.item_id
-                LEFT JOIN current_tag_rows c ON c.item_id = s.item_id
+                LEFT JOIN current_tag_rows c ON c.item_id = i.item_id
                 """
             )
         )

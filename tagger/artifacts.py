@@ -11,6 +11,8 @@ folder (locally, or under an ``s3://`` prefix)::
     config.json     the architecture's hyper-parameters as a dict, plus the format version
     metadata.json   created_at, tagger/tensorflow/keras versions, name, metrics
     metrics.json    (optional) evaluation figures
+    calibration.json (optional) per-head score calibration (``tagger.calibration``); an
+                    artifact without it scores with its raw sigmoids
 
 The Keras model has named inputs, ``image`` (raw 0-255 RGB pixels as float32, S x S x 3:
 the model rescales them itself) and ``caption`` (one string per image, only when the
@@ -36,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 import tagger
+from tagger.calibration import Calibration
 from tagger.exceptions import ArtifactError
 
 if TYPE_CHECKING:
@@ -53,6 +56,7 @@ LABELS_FILE = "labels.json"
 CONFIG_FILE = "config.json"
 METADATA_FILE = "metadata.json"
 METRICS_FILE = "metrics.json"
+CALIBRATION_FILE = "calibration.json"
 REQUIRED_FILES = (MODEL_FILE, LABELS_FILE, CONFIG_FILE, METADATA_FILE)
 ARTIFACT_FORMAT = 1
 
@@ -72,8 +76,10 @@ def save_artifact(
     product_labels: Sequence[str],
     metrics: dict[str, Any] | None = None,
     name: str | None = None,
+    calibration: Calibration | None = None,
 ) -> Path:
-    """Write ``model`` and its labels, config and metadata to the folder ``path``.
+    """Write ``model`` and its labels, config and metadata (and, given one, its
+    calibration) to the folder ``path``.
 
     ``config`` is a mapping, or anything with a ``to_dict()`` (duck-typed, so the
     service does not depend on the trainer's config class).
@@ -120,19 +126,33 @@ def save_artifact(
     _write_json(path / METADATA_FILE, metadata)
     if metrics is not None:
         _write_json(path / METRICS_FILE, metrics)
+    if calibration is not None:
+        unknown = {*calibration.heads, *calibration.uncaptioned} - set(labels)
+        if unknown:
+            raise ArtifactError(f"calibration for unknown heads {sorted(unknown)}")
+        _write_json(path / CALIBRATION_FILE, calibration.to_dict())
+    else:
+        # Re-saving into a folder must not leave an older model's calibration behind.
+        (path / CALIBRATION_FILE).unlink(missing_ok=True)
     _write_json(path / LABELS_FILE, labels)
     return path
 
 
 def artifact_fingerprint(path: Path | str) -> str:
-    """First 12 hex digits of sha256(labels.json bytes + model.keras bytes).
+    """First 12 hex digits of sha256(labels.json bytes + model.keras bytes [+
+    calibration.json bytes, when there is one]).
 
     Used as the default model version id: the same files always give the same id, and
-    any change to the weights or the label order gives a new one.
+    any change to the weights, the label order or the calibration (which changes every
+    stored score) gives a new one. An artifact without calibration keeps the id it had
+    before calibration existed.
     """
     path = Path(path)
     digest = hashlib.sha256()
-    for fname in (LABELS_FILE, MODEL_FILE):
+    fnames = [LABELS_FILE, MODEL_FILE]
+    if (path / CALIBRATION_FILE).is_file():
+        fnames.append(CALIBRATION_FILE)
+    for fname in fnames:
         try:
             with open(path / fname, "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -151,6 +171,8 @@ class ArtifactInfo:
     config: dict[str, Any]
     metadata: dict[str, Any]
     metrics: dict[str, Any]
+    #: None for an artifact without calibration.json: its scores are used as they are
+    calibration: Calibration | None = None
 
     @property
     def gender_labels(self) -> list[str]:
@@ -189,13 +211,28 @@ def read_artifact_info(path: Path | str) -> ArtifactInfo:
         if (path / METRICS_FILE).is_file()
         else metadata.get("metrics") or {}
     )
+    calibration = _read_calibration(path / CALIBRATION_FILE, {GENDER_HEAD, PRODUCT_HEAD})
     return ArtifactInfo(
         path=path,
         labels={GENDER_HEAD: labels[GENDER_HEAD], PRODUCT_HEAD: labels[PRODUCT_HEAD]},
         config=config,
         metadata=metadata,
         metrics=metrics,
+        calibration=calibration,
     )
+
+
+def _read_calibration(path: Path, heads: set[str]) -> Calibration | None:
+    if not path.is_file():
+        return None
+    try:
+        calibration = Calibration.from_dict(_read_json(path))
+    except ValueError as e:
+        raise ArtifactError(f"{path}: {e}") from e
+    unknown = {*calibration.heads, *calibration.uncaptioned} - heads
+    if unknown:
+        raise ArtifactError(f"{path}: calibration for unknown heads {sorted(unknown)}")
+    return calibration
 
 
 def model_signature(model: keras.Model) -> tuple[set[str], dict[str, int]]:

@@ -1,8 +1,10 @@
 """Turning model probabilities into tags: pure numpy, no TensorFlow.
 
-Both heads are independent sigmoids (see ``train.model``), so a head's scores need not
-sum to one; the tag is the most probable class and its score is that class's
-probability.
+Both heads are independent sigmoids (see ``train.model``), so a head's raw scores need
+not sum to one; the tag is the most probable class and its score is that class's
+probability. Given the artifact's calibration (``tagger.calibration``), every score is
+the calibrated one instead; calibration keeps the order of a row's classes, so the
+tag stays the same (barring scores that clipping or rounding make equal).
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from tagger.calibration import Calibration, apply_calibration
+from tagger.reliability import top_two_margin
 
 # Six decimals is well below any threshold a user filters on and keeps JSONB rows small.
 DECIMALS = 6
@@ -26,6 +31,9 @@ class Prediction:
     product_score: float
     #: every class probability: {"gender": {label: p}, "product": {label: p}}
     scores: dict[str, dict[str, float]]
+    #: best minus second-best product score, of the scores as stored (rounded, and
+    #: calibrated when a calibration was given): small means "a close call"
+    product_margin: float | None = None
 
 
 def to_predictions(
@@ -34,22 +42,45 @@ def to_predictions(
     *,
     gender_labels: Sequence[str],
     product_labels: Sequence[str],
+    calibration: Calibration | None = None,
+    captioned: Sequence[bool] | None = None,
 ) -> list[Prediction]:
-    """One :class:`Prediction` per row of the two (N, classes) probability arrays."""
+    """One :class:`Prediction` per row of the two (N, classes) probability arrays.
+
+    With ``calibration``, the raw probabilities are calibrated first and every score of
+    the Predictions is a calibrated one; without it (None), they are the raw ones.
+    ``captioned`` says per row whether the model was fed a caption (a text model's rows
+    without one use the calibration's ``uncaptioned`` parameters); None: every row was.
+    """
     gender = _check(gender_probs, gender_labels, "gender")
     product = _check(product_probs, product_labels, "product")
     if gender.shape[0] != product.shape[0]:
         raise ValueError(
             f"gender and product probabilities have {gender.shape[0]} and {product.shape[0]} rows"
         )
-    gender = np.round(gender, DECIMALS)
-    product = np.round(product, DECIMALS)
+    # Calibrated before rounding: the raw float32 scores carry more than six decimals of
+    # logit that the temperature scales.
+    rows: bool | np.ndarray = True
+    if captioned is not None:
+        rows = np.asarray(captioned, dtype=bool)
+        if rows.shape != gender.shape[:1]:
+            raise ValueError(f"captioned has {len(captioned)} entries for {gender.shape[0]} rows")
+    gender = np.round(apply_calibration(calibration, "gender", gender, rows), DECIMALS)
+    product = np.round(apply_calibration(calibration, "product", product, rows), DECIMALS)
     g_best = np.argmax(gender, axis=1)
     p_best = np.argmax(product, axis=1)
+    # From the rounded scores and rounded again, so the margin is exactly what comparing
+    # the stored top two scores gives (no float noise such as 0.30000000000000004).
+    margins = np.round(top_two_margin(product), DECIMALS)
     out: list[Prediction] = []
     # tolist() converts to Python floats in one go (numpy floats are not JSON-serialisable).
-    for g_row, p_row, g_i, p_i in zip(
-        gender.tolist(), product.tolist(), g_best.tolist(), p_best.tolist(), strict=True
+    for g_row, p_row, g_i, p_i, margin in zip(
+        gender.tolist(),
+        product.tolist(),
+        g_best.tolist(),
+        p_best.tolist(),
+        margins.tolist(),
+        strict=True,
     ):
         out.append(
             Prediction(
@@ -61,6 +92,7 @@ def to_predictions(
                     "gender": dict(zip(gender_labels, g_row, strict=True)),
                     "product": dict(zip(product_labels, p_row, strict=True)),
                 },
+                product_margin=margin,
             )
         )
     return out

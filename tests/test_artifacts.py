@@ -130,6 +130,77 @@ def test_read_artifact_info_names_the_invalid_file(tmp_path, name, text):
         read_artifact_info(path)
 
 
+CALIBRATION = {
+    "method": "softmax_temperature",
+    "bins": 15,
+    "fitted_on": "validation split",
+    "heads": {
+        "gender": {"temperature": 1.5, "ece_before": 0.2, "ece_after": 0.05, "items": 40},
+        "product": {"temperature": 2.5, "ece_before": 0.3, "ece_after": 0.04, "items": 40},
+    },
+    "uncaptioned": {
+        "product": {"temperature": 4.0, "ece_before": 0.4, "ece_after": 0.1, "items": 40},
+    },
+}
+
+
+def test_artifact_without_calibration_reads_as_uncalibrated(tmp_path):
+    """calibration.json is optional: an artifact without it has calibration None."""
+    assert read_artifact_info(_fake_artifact(tmp_path / "a")).calibration is None
+
+
+def test_artifact_calibration_is_read(tmp_path):
+    """calibration.json is read into ArtifactInfo.calibration, parameters intact."""
+    path = _fake_artifact(tmp_path / "a", **{"calibration.json": json.dumps(CALIBRATION)})
+    calibration = read_artifact_info(path).calibration
+    assert calibration is not None and calibration.to_dict() == CALIBRATION
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{not json",
+        json.dumps({**CALIBRATION, "method": "isotonic"}),
+        json.dumps({**CALIBRATION, "heads": {"colour": {"temperature": 1.0}}}),
+        json.dumps({**CALIBRATION, "uncaptioned": {"colour": {"temperature": 1.0}}}),
+    ],
+)
+def test_bad_calibration_is_an_artifact_error(tmp_path, text):
+    """A malformed calibration.json, or one for an unknown head, names the file."""
+    path = _fake_artifact(tmp_path / "a", **{"calibration.json": text})
+    with pytest.raises(ArtifactError, match=r"calibration\.json"):
+        read_artifact_info(path)
+
+
+def test_fingerprint_covers_calibration_only_when_there_is_one(tmp_path):
+    """Adding or changing calibration.json changes the id; without it the id is as before."""
+    plain = artifact_fingerprint(_fake_artifact(tmp_path / "a"))
+    path = _fake_artifact(tmp_path / "b", **{"calibration.json": json.dumps(CALIBRATION)})
+    calibrated = artifact_fingerprint(path)
+    assert calibrated != plain
+    changed = {**CALIBRATION, "method": "sigmoid_temperature"}
+    (path / "calibration.json").write_text(json.dumps(changed))
+    assert artifact_fingerprint(path) not in (plain, calibrated)
+    (path / "calibration.json").unlink()
+    assert artifact_fingerprint(path) == plain
+
+
+@pytest.mark.slow
+def test_save_writes_calibration_and_resave_without_drops_it(built, tmp_path):
+    """save_artifact stores a given calibration; saving again without one removes it."""
+    from tagger.artifacts import save_artifact
+    from tagger.calibration import Calibration
+
+    model, _ = built
+    common = dict(config={"image_size": SIZE}, gender_labels=GENDERS, product_labels=PRODUCTS)
+    path = save_artifact(
+        model, tmp_path / "c", calibration=Calibration.from_dict(CALIBRATION), **common
+    )
+    assert read_artifact_info(path).calibration.to_dict() == CALIBRATION
+    save_artifact(model, path, **common)
+    assert read_artifact_info(path).calibration is None
+
+
 def test_read_artifact_info_of_missing_folder(tmp_path):
     """A folder that does not exist is an ArtifactError naming it."""
     with pytest.raises(ArtifactError, match="not found"):

@@ -84,3 +84,78 @@ def test_duplicate_labels_are_refused():
         to_predictions(
             np.ones((1, 2)), np.ones((1, 3)), gender_labels=["A", "A"], product_labels=PRODUCTS
         )
+
+
+def test_product_margin_is_top_two_difference_of_the_stored_scores():
+    """product_margin is the best minus the second-best product score as stored."""
+    preds = _predict([[0.9, 0.2], [0.1, 0.7]], [[0.1, 0.8, 0.3], [0.6, 0.6, 0.1]])
+    assert [p.product_margin for p in preds] == [0.5, 0.0]
+    stored = sorted(preds[0].scores["product"].values(), reverse=True)
+    assert preds[0].product_margin == round(stored[0] - stored[1], 6)
+
+
+def test_calibrated_scores_replace_the_raw_ones():
+    """With a calibration, the tag's score, every class score and the margin are calibrated."""
+    from tagger.calibration import Calibration, HeadCalibration, transform
+
+    calibration = Calibration(
+        "softmax_temperature",
+        {"gender": HeadCalibration(temperature=2.0), "product": HeadCalibration(temperature=3.0)},
+    )
+    gender = np.array([[0.999, 0.2]], np.float32)
+    product = np.array([[1.0, 1.0, 0.1]], np.float32)  # two saturated sigmoids
+    (raw,) = _predict(gender, product)
+    (pred,) = to_predictions(
+        gender, product, gender_labels=GENDERS, product_labels=PRODUCTS, calibration=calibration
+    )
+    assert (pred.gender, pred.product_type) == (raw.gender, raw.product_type)
+    expected = np.round(transform("softmax_temperature", gender, 2.0), 6)[0]
+    assert list(pred.scores["gender"].values()) == expected.tolist()
+    assert pred.gender_score == expected[0]
+    assert sum(pred.scores["gender"].values()) == pytest.approx(1.0, abs=2e-6)
+    assert pred.scores["product"]["Dresses"] == pred.scores["product"]["Pants"] < 0.5
+    assert pred.product_score == pred.scores["product"]["Dresses"]
+    assert (raw.product_margin, pred.product_margin) == (0.0, 0.0)
+    assert all(type(v) is float for v in [*pred.scores["product"].values(), pred.product_margin])
+
+
+def test_no_calibration_is_the_raw_scores():
+    """calibration=None (the default) gives exactly the uncalibrated Predictions."""
+    gender, product = [[0.9, 0.2]], [[0.1, 0.8, 0.3]]
+    (plain,) = _predict(gender, product)
+    (none,) = to_predictions(
+        np.asarray(gender),
+        np.asarray(product),
+        gender_labels=GENDERS,
+        product_labels=PRODUCTS,
+        calibration=None,
+    )
+    assert none == plain and plain.product_score == 0.8
+
+
+def test_rows_without_a_caption_are_calibrated_with_their_own_temperature():
+    """captioned=False rows use the calibration's uncaptioned parameters."""
+    from tagger.calibration import Calibration, HeadCalibration
+
+    calibration = Calibration(
+        "softmax_temperature",
+        {"product": HeadCalibration(temperature=1.0)},
+        uncaptioned={"product": HeadCalibration(temperature=5.0)},
+    )
+    product = np.array([[0.9, 0.3, 0.1]] * 2)
+    with_caption, without = to_predictions(
+        np.array([[0.9, 0.1]] * 2),
+        product,
+        gender_labels=GENDERS,
+        product_labels=PRODUCTS,
+        calibration=calibration,
+        captioned=[True, False],
+    )
+    assert with_caption.product_type == without.product_type == "Dresses"
+    assert without.product_score < with_caption.product_score
+    assert with_caption.gender_score == 0.9  # no gender parameters: raw
+    with pytest.raises(ValueError, match="captioned"):
+        to_predictions(
+            np.array([[0.9, 0.1]]), product[:1], gender_labels=GENDERS,
+            product_labels=PRODUCTS, calibration=calibration, captioned=[True, False],
+        )  # fmt: skip

@@ -62,7 +62,7 @@ def predict_probs(
     return np.concatenate(gender), np.concatenate(product)
 
 
-def evaluate_examples(
+def predict_modes(
     model: Any,
     examples: Sequence[Example],
     *,
@@ -72,13 +72,11 @@ def evaluate_examples(
     use_text: bool,
     batch_size: int = 32,
     source: str = "",
-) -> dict[str, Any]:
-    """Figures of ``model`` on ``examples``: image-only, and image+text for text models."""
-    g_true, p_true = encode(examples, gender_labels, product_labels, source)
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{mode: (gender, product) probabilities}: image-only, and image+text for text models."""
     modes = [(IMAGE_ONLY, True)] + ([(IMAGE_TEXT, False)] if use_text else [])
-    metrics: dict[str, Any] = {"items": len(examples), "uses_text": use_text}
-    for mode, blank in modes:
-        g_probs, p_probs = predict_probs(
+    return {
+        mode: predict_probs(
             model,
             examples,
             gender_labels=gender_labels,
@@ -89,6 +87,41 @@ def evaluate_examples(
             batch_size=batch_size,
             source=source,
         )
+        for mode, blank in modes
+    }
+
+
+def evaluate_examples(
+    model: Any,
+    examples: Sequence[Example],
+    *,
+    gender_labels: Sequence[str],
+    product_labels: Sequence[str],
+    image_size: int,
+    use_text: bool,
+    batch_size: int = 32,
+    source: str = "",
+    probs: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> dict[str, Any]:
+    """Figures of ``model`` on ``examples``: image-only, and image+text for text models.
+
+    ``probs``: :func:`predict_modes`'s result when the caller already has it (fit uses
+    the same predictions for the calibration), so the model is not run twice.
+    """
+    g_true, p_true = encode(examples, gender_labels, product_labels, source)
+    if probs is None:
+        probs = predict_modes(
+            model,
+            examples,
+            gender_labels=gender_labels,
+            product_labels=product_labels,
+            image_size=image_size,
+            use_text=use_text,
+            batch_size=batch_size,
+            source=source,
+        )
+    metrics: dict[str, Any] = {"items": len(examples), "uses_text": use_text}
+    for mode, (g_probs, p_probs) in probs.items():
         metrics[mode] = evaluate(
             gender_true=g_true,
             gender_probs=g_probs,

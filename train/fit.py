@@ -4,7 +4,9 @@
 cross-entropy over the sigmoid outputs with each class's positive term weighted by
 neg/pos counted on the training split. Adam, early stopping on the validation loss and a
 checkpoint of the best epoch, whose weights are the ones saved; BatchNorm statistics are
-recomputed before each validation pass (train.batchnorm).
+recomputed before each validation pass (train.batchnorm). After training, each head's
+scores are calibrated on the validation split (train.calibrate): the artifact carries the
+calibration, and a reliability diagram with the calibration error before and after.
 
 A run is reproducible for a seed: the split, the weight initialisation, the shuffle and
 every augmentation draw follow ``FitOptions.seed``, and (``deterministic``, the default)
@@ -32,6 +34,7 @@ from train.model import ModelConfig
 if TYPE_CHECKING:
     import numpy as np
 
+    from tagger.calibration import Calibration
     from train.data import LabelledSet
 
 HISTORY_FILE = "history.json"
@@ -87,6 +90,8 @@ class FitResult:
     history: dict[str, list[float]]
     best_epoch: int
     seconds: float
+    #: per-head score calibration fitted on the validation split (also in the artifact)
+    calibration: Calibration | None = None
     #: the trained Keras model (the best epoch's weights), as saved in the artifact
     model: Any = None
 
@@ -149,8 +154,9 @@ def _fit(
 
     from tagger.artifacts import save_artifact
     from train.batchnorm import Recalibrator, recalibrate_callback
-    from train.data import check_training_classes, make_dataset, split
-    from train.evaluate import evaluate_examples, write_report
+    from train.calibrate import calibrate, format_calibration, write_reliability
+    from train.data import check_training_classes, encode, make_dataset, split
+    from train.evaluate import evaluate_examples, predict_modes, write_report
     from train.model import build_model
 
     started = time.monotonic()
@@ -239,9 +245,7 @@ def _fit(
     best = int(np.argmin(history["val_loss"]))
     log(f"best epoch {best + 1}: val_loss {history['val_loss'][best]:.4f}; evaluating")
 
-    metrics = evaluate_examples(
-        model,
-        val,
+    shape = dict(
         gender_labels=genders,
         product_labels=products,
         image_size=config.image_size,
@@ -249,10 +253,14 @@ def _fit(
         batch_size=options.batch_size,
         source=data.source,
     )
+    val_probs = predict_modes(model, val, **shape)
+    metrics = evaluate_examples(model, val, probs=val_probs, **shape)
     metrics["evaluated_on"] = (
         f"validation split: {len(val)} of {len(data.examples)} rows of {data.source} "
         f"(--val-split {options.val_split}, --seed {options.seed})"
     )
+    val_true = encode(val, genders, products, data.source)
+    calibration = calibrate(val_probs, *val_true, fitted_on=f"validation split, {len(val)} items")
     metrics["training"] = {
         "train_items": len(train),
         "val_items": len(val),
@@ -274,9 +282,12 @@ def _fit(
         product_labels=products,
         metrics=metrics,
         name=options.name or f"fit {Path(data.source).name}",
+        calibration=calibration,
     )
     (out / HISTORY_FILE).write_text(json.dumps(history, indent=2) + "\n", encoding="utf-8")
     write_report(out, metrics, history=history)
+    write_reliability(out, calibration, val_probs, *val_true)
+    log(format_calibration(calibration))
     seconds = time.monotonic() - started
     return FitResult(
         artifact=out,
@@ -284,6 +295,7 @@ def _fit(
         history=history,
         best_epoch=best + 1,
         seconds=seconds,
+        calibration=calibration,
         model=inference,
     )
 

@@ -1,4 +1,5 @@
-"""PNG figures for the artifact's report: confusion matrices and training curves.
+"""PNG figures for the artifact's report: confusion matrices, training curves and the
+calibration's reliability diagrams.
 
 matplotlib with the non-interactive Agg backend, so it runs on servers without a display.
 """
@@ -6,9 +7,12 @@ matplotlib with the non-interactive Agg backend, so it runs on servers without a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from tagger.calibration import Reliability
 
 # (panel title, history key stems): each stem is plotted for training and validation.
 CURVES = (
@@ -87,6 +91,60 @@ def plot_history(history: dict[str, list[float]], path: Path | str) -> Path:
         ax.axis("off")
     fig.suptitle("Training curves (dotted line: best epoch, the one saved)")
     fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_reliability(
+    heads: dict[str, tuple[Reliability, Reliability]], path: Path | str, *, title: str = ""
+) -> Path:
+    """Reliability diagrams, one row per head (and input), raw scores left and calibrated
+    right: per bin of top-class score, the accuracy (blue bar, item count at its foot) and
+    the gap up or down to the bin's mean score (red); calibrated bars reach the diagonal."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(heads), 2, figsize=(9, 3.6 * len(heads)), squeeze=False)
+    for row, (head, pair) in zip(axes, heads.items(), strict=True):
+        for ax, rel, name in zip(row, pair, ("raw", "calibrated"), strict=True):
+            width = float(rel.edges[1] - rel.edges[0])
+            # Empty bins are not drawn: their accuracy is undefined, not zero.
+            full = rel.counts > 0
+            left, acc, conf = rel.edges[:-1][full], rel.accuracy[full], rel.confidence[full]
+            ax.bar(
+                left,
+                acc,
+                width=width,
+                align="edge",
+                color="tab:blue",
+                edgecolor="black",
+                linewidth=0.5,
+                label="accuracy",
+            )
+            ax.bar(
+                left,
+                conf - acc,
+                bottom=acc,
+                width=width,
+                align="edge",
+                color="tab:red",
+                alpha=0.3,
+                edgecolor="tab:red",
+                hatch="//",
+                label="gap to mean score",
+            )
+            for x, n in zip(left, rel.counts[full], strict=True):
+                ax.text(
+                    x + width / 2, 0.01, str(n), ha="center", va="bottom", fontsize=6, color="black"
+                )
+            ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=0.8)
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.set_xlabel("top-class score")
+            ax.set_ylabel("accuracy")
+            ax.set_title(f"{head}, {name}: ECE {rel.ece:.3f}", fontsize=10)
+            ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"Reliability ({title})" if title else "Reliability")
+    fig.tight_layout(rect=(0, 0, 1, 0.985))  # room for the suptitle
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)

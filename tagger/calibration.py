@@ -1,0 +1,314 @@
+"""Calibrated scores: per-head temperature scaling, fitted, applied and serialised.
+
+Pure numpy (no TensorFlow, database or storage imports), so the worker can apply a stored
+calibration and the trainer can fit one with the same code. Measuring calibration (ECE,
+reliability-diagram data, the top-two margin) is ``tagger.reliability``, re-exported here.
+
+Both heads are independent sigmoids trained with positive-weighted cross-entropy
+(``train.fit``), so their raw scores need not sum to one and are often over-confident: a
+weakly trained model can give 1.0 to two product types at once. Two methods are fitted,
+each one temperature ``T`` per head, the one minimising the validation split's negative
+log-likelihood (convex in ``1/T``: a bisection on its derivative finds it):
+
+* ``softmax_temperature``: ``softmax(logit(p) / T)`` across the head's classes, with
+  ``logit(p) = log(p / (1 - p))`` of the clipped score. Scores sum to one, so the margin
+  between the top two says how close the call between them was;
+* ``sigmoid_temperature``: ``sigmoid(logit(p) / T)`` per class, fitted on every
+  one-vs-rest target. Scores stay independent.
+
+Both keep each row's order of classes: tags do not change, only their scores.
+
+``softmax_temperature`` is the one fit uses. Measured by ``benchmarks/calibration.py``
+(a model trained from a random backbone on 816 synthetic items, 48 px, 12 epochs, seed
+42; calibrated on its 204-item validation split; ECE of the top class, 15 bins, on 680
+held-out synthetic items drawn with another seed):
+
+    model       head     input            top-1   raw ECE  softmax T  sigmoid T
+    image+text  gender   image + caption  0.997    0.0066     0.0031     0.0029
+    image+text  gender   image only       0.969    0.0346     0.0317     0.0268
+    image+text  product  image + caption  0.971    0.0092     0.0129     0.0228
+    image+text  product  image only       0.132    0.4781     0.0510     0.4675
+    image only  gender   image            0.993    0.0173     0.0050     0.0073
+    image only  product  image            0.554    0.3119     0.0395     0.3080
+
+Where the raw scores are badly calibrated (a weak product head: top scores far above
+how often its tag is right, 13% or 55% of the time) only the softmax helps, by
+0.27-0.43: it shares the probability among the classes that all score high, which is
+exactly the hedging a set of independent sigmoids hides. The sigmoid temperature is
+fitted on every class's target, which the many true negatives dominate, and it barely
+moves the top class (T 1.02-1.16 there). Where the raw scores were already good (ECE
+under 0.035), both move them by 0.014 at most and stay within 0.01 of each other; the
+softmax's one loss there is the product head with captions, 0.0092 -> 0.0129.
+
+A validation split on which a head is never wrong has no finite optimum (sharper is
+always likelier): the fit stops at ``T_MIN``, giving that head's scores near 0 and 1.
+That is what the split says; a split large enough to contain mistakes says more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Measuring calibration is tagger.reliability's; re-exported (``X as X``) so that
+# fitting, applying and measuring are one import for the trainer and the tests.
+from tagger.reliability import N_BINS, as_matrix, expected_calibration_error
+from tagger.reliability import Reliability as Reliability
+from tagger.reliability import reliability as reliability
+from tagger.reliability import top_two_margin as top_two_margin
+
+SOFTMAX_TEMPERATURE = "softmax_temperature"
+SIGMOID_TEMPERATURE = "sigmoid_temperature"
+METHODS = (SOFTMAX_TEMPERATURE, SIGMOID_TEMPERATURE)
+DEFAULT_METHOD = SOFTMAX_TEMPERATURE
+#: scores are clipped to [EPS, 1 - EPS] before the logit: float32 sigmoids saturate at
+#: exactly 0 and 1, whose logits are infinite; 1e-6 keeps logits within +-13.8
+EPS = 1e-6
+#: the temperature search's range: a validation split that a head gets entirely right
+#: pushes the optimum towards T -> 0 (infinitely sharp), and one with a confidently wrong
+#: item in a handful towards T -> infinity; the bounds keep such fits finite
+T_MIN, T_MAX = 0.05, 20.0
+
+
+@dataclass(frozen=True)
+class HeadCalibration:
+    """One head's fitted temperature and the validation figures it was chosen on."""
+
+    temperature: float
+    #: expected calibration error of the raw and the calibrated scores (fit split)
+    ece_before: float | None = None
+    ece_after: float | None = None
+    #: predictions it was fitted on
+    items: int | None = None
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A method and per-head parameters; a head without parameters is left as it is.
+
+    A model that reads captions scores an item differently with and without one (the
+    worker feeds an empty caption for an item without a title), so it has a second set,
+    ``uncaptioned``, fitted on the validation split with its captions blanked. One
+    temperature fitted on both pooled was a bad compromise (benchmarks/calibration.py):
+    it raised the product head's held-out ECE with captions from 0.009 to 0.117 to bring
+    the uncaptioned rows' down from 0.478. An image-only model has ``heads`` only.
+    """
+
+    method: str
+    heads: Mapping[str, HeadCalibration]
+    #: text models: the parameters of rows fed no caption; empty: ``heads`` for all rows
+    uncaptioned: Mapping[str, HeadCalibration] = field(default_factory=dict)
+    bins: int = N_BINS
+    #: a human description of the data it was fitted on
+    fitted_on: str = ""
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown calibration method {self.method!r}; one of {METHODS}")
+        for head, params in [*self.heads.items(), *self.uncaptioned.items()]:
+            t = params.temperature
+            number = isinstance(t, int | float) and not isinstance(t, bool)
+            if not number or not np.isfinite(t) or t <= 0:
+                raise ValueError(f"calibration of {head!r}: temperature must be > 0, got {t!r}")
+
+    def apply(
+        self, head: str, probs: np.ndarray, captioned: bool | Sequence[bool] | np.ndarray = True
+    ) -> np.ndarray:
+        """Calibrated (N, classes) scores of ``head``; raw ones where it has no parameters.
+
+        ``captioned``: per row (or for all), whether the model was fed a caption; rows fed
+        none use ``uncaptioned``'s parameters where there are some.
+        """
+        raw = as_matrix(probs)
+        mask = np.broadcast_to(np.asarray(captioned, dtype=bool), raw.shape[:1])
+        out = raw.copy()
+        with_caption = self.heads.get(head)
+        without = self.uncaptioned.get(head, with_caption)
+        for rows, params in ((mask, with_caption), (~mask, without)):
+            if params is not None and rows.any():
+                out[rows] = transform(self.method, raw[rows], params.temperature)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types, as stored in the artifact's calibration.json."""
+        return {
+            "method": self.method,
+            "bins": self.bins,
+            "fitted_on": self.fitted_on,
+            "heads": _heads_to_dict(self.heads),
+            "uncaptioned": _heads_to_dict(self.uncaptioned),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Calibration:
+        """The inverse of :meth:`to_dict`; ValueError names what is malformed."""
+        bins = data.get("bins", N_BINS)
+        if not isinstance(bins, int) or isinstance(bins, bool) or bins < 1:
+            raise ValueError(f"calibration: bins must be a positive integer, got {bins!r}")
+        return cls(
+            method=data.get("method", ""),
+            heads=_heads_from_dict(data.get("heads"), "heads"),
+            uncaptioned=_heads_from_dict(data.get("uncaptioned", {}), "uncaptioned"),
+            bins=bins,
+            fitted_on=str(data.get("fitted_on") or ""),
+        )
+
+
+def _heads_to_dict(heads: Mapping[str, HeadCalibration]) -> dict[str, Any]:
+    return {
+        head: {
+            "temperature": float(p.temperature),
+            "ece_before": _opt_float(p.ece_before),
+            "ece_after": _opt_float(p.ece_after),
+            "items": p.items,
+        }
+        for head, p in heads.items()
+    }
+
+
+def _heads_from_dict(heads: Any, key: str) -> dict[str, HeadCalibration]:
+    if not isinstance(heads, Mapping):
+        raise ValueError(f"calibration: {key!r} must be an object of head -> parameters")
+    parsed = {}
+    for head, p in heads.items():
+        if not isinstance(p, Mapping) or "temperature" not in p:
+            raise ValueError(f"calibration of {head!r}: no temperature")
+        parsed[str(head)] = HeadCalibration(
+            temperature=p["temperature"],
+            ece_before=p.get("ece_before"),
+            ece_after=p.get("ece_after"),
+            items=p.get("items"),
+        )
+    return parsed
+
+
+def apply_calibration(
+    calibration: Calibration | None,
+    head: str,
+    probs: np.ndarray,
+    captioned: bool | Sequence[bool] | np.ndarray = True,
+) -> np.ndarray:
+    """``calibration.apply(...)``, or the raw scores when there is no calibration."""
+    if calibration is None:
+        return np.asarray(probs, dtype=np.float64)
+    return calibration.apply(head, probs, captioned)
+
+
+def logits(probs: np.ndarray) -> np.ndarray:
+    """``log(p / (1 - p))`` of the scores clipped to [EPS, 1 - EPS], in float64."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), EPS, 1.0 - EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, shifted by each row's maximum so large logits do not overflow."""
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    # exp of a negative number only, so neither branch overflows
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def transform(method: str, probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Scores of ``method`` at ``temperature`` from raw (N, classes) sigmoid scores."""
+    z = logits(as_matrix(probs)) / temperature
+    if method == SOFTMAX_TEMPERATURE:
+        return softmax(z)
+    if method == SIGMOID_TEMPERATURE:
+        return sigmoid(z)
+    raise ValueError(f"unknown calibration method {method!r}; one of {METHODS}")
+
+
+def fit_temperature(probs: np.ndarray, labels: np.ndarray, method: str = DEFAULT_METHOD) -> float:
+    """The temperature in [T_MIN, T_MAX] minimising the negative log-likelihood.
+
+    ``labels`` are class indices (N,) or, for ``sigmoid_temperature``, 0/1 targets
+    (N, classes) as well. The likelihood is convex in ``b = 1/T`` (log-sum-exp and
+    softplus of a linear function of ``b``), so its derivative only rises with ``b`` and a
+    bisection on the sign of that derivative (in log space, 60 steps: far below any
+    figure worth reporting) finds the optimum or the bound it lies beyond.
+    """
+    z = logits(as_matrix(probs))
+    y = _targets(labels, z.shape)
+    if z.shape[0] == 0:
+        raise ValueError("cannot fit a temperature on zero rows")
+    if method == SOFTMAX_TEMPERATURE:
+        if not np.all(y.sum(axis=1) == 1):
+            raise ValueError("softmax_temperature needs exactly one true class per row")
+        z_true = (z * y).sum(axis=1)
+
+        def slope(b: float) -> float:  # d/db mean(logsumexp(b z) - b z_true)
+            return float(np.mean((softmax(b * z) * z).sum(axis=1) - z_true))
+    elif method == SIGMOID_TEMPERATURE:
+
+        def slope(b: float) -> float:  # d/db mean(softplus(b z) - y b z)
+            return float(np.mean((sigmoid(b * z) - y) * z))
+    else:
+        raise ValueError(f"unknown calibration method {method!r}; one of {METHODS}")
+    lo, hi = np.log(1.0 / T_MAX), np.log(1.0 / T_MIN)
+    if slope(np.exp(lo)) >= 0:
+        return T_MAX
+    if slope(np.exp(hi)) <= 0:
+        return T_MIN
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if slope(np.exp(mid)) > 0:
+            hi = mid
+        else:
+            lo = mid
+    return float(1.0 / np.exp((lo + hi) / 2))
+
+
+def fit_calibration(
+    heads: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    uncaptioned: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    method: str = DEFAULT_METHOD,
+    bins: int = N_BINS,
+    fitted_on: str = "",
+) -> Calibration:
+    """Fit one temperature per head on {head: (raw probs (N, classes), class indices (N,))}
+    (and, for a text model, on the same split fed no captions: ``uncaptioned``), recording
+    each head's ECE before and after on the data it was fitted on."""
+
+    def fit_heads(data: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, HeadCalibration]:
+        fitted = {}
+        for head, (probs, labels) in data.items():
+            t = fit_temperature(probs, labels, method)
+            calibrated = transform(method, probs, t)
+            fitted[head] = HeadCalibration(
+                temperature=t,
+                ece_before=expected_calibration_error(probs, labels, bins=bins),
+                ece_after=expected_calibration_error(calibrated, labels, bins=bins),
+                items=int(np.asarray(labels).shape[0]),
+            )
+        return fitted
+
+    return Calibration(
+        method=method,
+        heads=fit_heads(heads),
+        uncaptioned=fit_heads(uncaptioned or {}),
+        bins=bins,
+        fitted_on=fitted_on,
+    )
+
+
+def _targets(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    y = np.asarray(labels)
+    if y.shape == (shape[0],):
+        if y.size and (y.min() < 0 or y.max() >= shape[1]):
+            raise ValueError(f"class indices must be in [0, {shape[1]})")
+        return np.eye(shape[1])[y.astype(np.int64)]
+    if y.shape == shape:
+        return y.astype(np.float64)
+    raise ValueError(f"labels have shape {y.shape}, expected ({shape[0]},) or {shape}")
+
+
+def _opt_float(value: float | None) -> float | None:
+    return None if value is None else float(value)

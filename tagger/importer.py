@@ -115,9 +115,7 @@ def import_catalogue(
         batch_size=batch_size,
         now=now,
     )
-    apply_plan(
-        session=session, job_id=job.id, batch_size=batch_size, now=now, timings=timings
-    )
+    apply_plan(session=session, job_id=job.id, batch_size=batch_size, now=now, timings=timings)
     drop_staging(session=session)
     log.info(
         "import of %s: %s",

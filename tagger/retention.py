@@ -1,7 +1,8 @@
 """Ledger retention: a finished job's ledger (its ``job_items`` rows and its batches) is
 deleted once the job is older than ``TAGGER_LEDGER_RETENTION_DAYS``, since nightly sweeps
-over a large catalogue add a row per delivered item per night. The ``jobs`` row keeps its counters and the
-``failures`` rows stay: only the per-item history of old, finished jobs goes.
+over a large catalogue add a row per delivered item per night. The ``jobs`` row keeps its
+counters and the ``failures`` rows stay: only the per-item history of old, finished jobs
+goes.
 
 The rows go in bounded chunks, each its own transaction, so a prune of millions of rows
 never holds one giant transaction or its locks, and a prune cut off part-way (a time

@@ -80,11 +80,11 @@ FROM generate_series(0, 999) v""",
             f"tags {version}",
             f"""
 INSERT INTO tags (item_id, model_version, gender, gender_score, product_type, product_score,
-                  scores, tagged_at)
+                  scores, tagged_at, product_margin)
 SELECT format('item-%s', lpad(g::text, 9, '0')), '{version}',
        CASE WHEN (g * {mult}) % 5 < 2 THEN 'MEN' ELSE 'WOMEN' END, 0.5 + random() / 2,
        (CAST(:products AS text[]))[1 + (g * {mult} + g / 7) % 48], random(),
-       b.scores, now() - interval '{age}'
+       b.scores, now() - interval '{age}', random() / 2
 FROM generate_series(1, :n) g JOIN bench_scores b ON b.v = g % 1000 WHERE {where}""",
         )
         for version, mult, age, where in (
@@ -164,6 +164,10 @@ def queries(engine: sa.Engine, n: int) -> list[tuple[str, float]]:
         "README: low product score, all scores (LIMIT 100)": (
             "SELECT item_id, product_type, product_score, scores->'product' AS all_scores "
             "FROM current_tags WHERE product_score < 0.5 LIMIT 100"
+        ),
+        "README: second-best product type is close (LIMIT 100)": (
+            "SELECT item_id, product_type, product_score, product_margin FROM current_tags "
+            "WHERE product_margin < 0.1 LIMIT 100"
         ),
         "README: failures of the last job by reason": (
             "SELECT reason, count(*) FROM failures WHERE job_id = (SELECT max(id) FROM jobs) "

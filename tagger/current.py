@@ -30,6 +30,8 @@ from tagger.batching import chunked
 
 TABLE = "current_tag_rows"
 COLUMNS = "item_id, model_version, gender, gender_score, product_type, product_score, tagged_at"
+#: Copied from the tag beside COLUMNS, after ``fresh`` (the table's column order); nullable.
+MARGIN = "product_margin"
 #: Postgres catalogues with more items than this are refreshed by building and swapping.
 SWAP_ABOVE = 50_000
 #: The secondary indexes (name suffix, columns, predicate); the swap rebuilds them
@@ -61,7 +63,7 @@ FOREIGN_KEYS = (
 VIEW_SQL = f"""
 CREATE VIEW current_tags AS
 SELECT c.item_id, c.model_version, mv.is_active AS is_active_model, c.gender, c.gender_score,
-       c.product_type, c.product_score, t.scores, c.tagged_at
+       c.product_type, c.product_score, t.scores, c.tagged_at, c.product_margin
 FROM {TABLE} c
 LEFT JOIN model_versions mv ON mv.version = c.model_version
 LEFT JOIN tags t ON t.item_id = c.item_id AND t.model_version = c.model_version
@@ -75,13 +77,13 @@ _RANK = (
 )
 _CHOOSE_PG = f"""
 SELECT DISTINCT ON (t.item_id) t.item_id, t.model_version, t.gender, t.gender_score,
-       t.product_type, t.product_score, t.tagged_at
+       t.product_type, t.product_score, t.tagged_at, t.product_margin
 FROM tags t ORDER BY t.item_id, {_RANK}
 """
 _CHOOSE_PORTABLE = f"""
-SELECT {COLUMNS} FROM (
+SELECT {COLUMNS}, {MARGIN} FROM (
     SELECT t.item_id, t.model_version, t.gender, t.gender_score, t.product_type,
-           t.product_score, t.tagged_at,
+           t.product_score, t.tagged_at, t.product_margin,
            ROW_NUMBER() OVER (PARTITION BY t.item_id ORDER BY {_RANK}) AS rank
     FROM tags t
 ) ranked WHERE rank = 1
@@ -91,7 +93,7 @@ SELECT {COLUMNS} FROM (
 _FRESH = f"(c.model_version = COALESCE({ACTIVE}, '') AND c.tagged_at >= i.updated_at)"
 _WITH_FRESH = """
 SELECT c.item_id, c.model_version, c.gender, c.gender_score, c.product_type,
-       c.product_score, c.tagged_at, {fresh} AS fresh
+       c.product_score, c.tagged_at, {fresh} AS fresh, c.product_margin
 FROM ({choose}) c JOIN items i ON i.item_id = c.item_id
 """
 # An item with a current row has a tag: where the flag says otherwise (tags written with
@@ -105,16 +107,16 @@ WHERE untagged AND EXISTS (SELECT 1 FROM {TABLE} c WHERE c.item_id = items.item_
 # active version, or when the item shows no active tag and the new one ranks first among
 # the rest (newer, or as new with a higher version name).
 _NOTE_NEW = f"""
-INSERT INTO {TABLE} ({COLUMNS}, fresh)
+INSERT INTO {TABLE} ({COLUMNS}, fresh, {MARGIN})
 SELECT c.item_id, c.model_version, c.gender, c.gender_score, c.product_type,
-       c.product_score, c.tagged_at, {_FRESH}
+       c.product_score, c.tagged_at, {_FRESH}, c.product_margin
 FROM tags c JOIN items i ON i.item_id = c.item_id
 WHERE c.model_version = :version AND c.item_id IN ({{ids}})
 ON CONFLICT (item_id) DO UPDATE SET
     model_version = excluded.model_version, gender = excluded.gender,
     gender_score = excluded.gender_score, product_type = excluded.product_type,
     product_score = excluded.product_score, tagged_at = excluded.tagged_at,
-    fresh = excluded.fresh
+    fresh = excluded.fresh, product_margin = excluded.product_margin
 WHERE excluded.model_version = {TABLE}.model_version
    OR excluded.model_version = COALESCE({ACTIVE}, '')
    OR ({TABLE}.model_version <> COALESCE({ACTIVE}, '')
@@ -156,7 +158,9 @@ def refresh_current_tags(*, session: Session, swap_above: int | None = None) -> 
         choose = _CHOOSE_PORTABLE
     # Small catalogues (and SQLite, whose writers are serialised anyway): in place.
     session.execute(sa.text(f"DELETE FROM {TABLE}"))
-    count = session.execute(sa.text(f"INSERT INTO {TABLE} ({COLUMNS}, fresh) {_chosen(choose)}"))
+    count = session.execute(
+        sa.text(f"INSERT INTO {TABLE} ({COLUMNS}, fresh, {MARGIN}) {_chosen(choose)}")
+    )
     session.execute(sa.text(_HEAL_UNTAGGED))
     return count.rowcount
 

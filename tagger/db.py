@@ -78,6 +78,8 @@ class Tag(Base):
     product_score: Mapped[float] = mapped_column(sa.Float)
     scores: Mapped[dict] = mapped_column(JSONType)
     tagged_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    #: the best product score minus the second best (a small margin: a close call)
+    product_margin: Mapped[float | None] = mapped_column(sa.Float)
 
 
 class CurrentTagRow(Base):
@@ -103,6 +105,7 @@ class CurrentTagRow(Base):
     # The active version's tag, not older than the item's last change: false means the
     # item needs tagging again.
     fresh: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    product_margin: Mapped[float | None] = mapped_column(sa.Float)
 
 
 class Job(Base):
@@ -190,6 +193,7 @@ current_tags = sa.table(
             "product_score",
             "scores",
             "tagged_at",
+            "product_margin",
         )
     ),
 )

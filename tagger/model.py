@@ -29,6 +29,7 @@ from tagger.artifacts import (
     model_signature,
     read_artifact_info,
 )
+from tagger.calibration import Calibration
 from tagger.exceptions import ArtifactError
 from tagger.scoring import Prediction, to_predictions
 
@@ -53,8 +54,11 @@ class LoadedModel:
         product_labels: Sequence[str],
         image_size: int,
         uses_text: bool,
+        calibration: Calibration | None = None,
     ) -> None:
         self.version = version
+        # The artifact's calibration (None: scores as the model gives them).
+        self.calibration = calibration
         self.gender_labels = list(gender_labels)
         self.product_labels = list(product_labels)
         self.image_size = image_size
@@ -81,11 +85,15 @@ class LoadedModel:
             return []
         with self._lock:
             gender, product = self._scores(images, list(captions))
+        # A text model's rows without a caption have calibration parameters of their own.
+        captioned = [bool(c) for c in captions] if self.uses_text else None
         return to_predictions(
             gender,
             product,
             gender_labels=self.gender_labels,
             product_labels=self.product_labels,
+            calibration=self.calibration,
+            captioned=captioned,
         )
 
     def _scores(
@@ -112,6 +120,7 @@ class KerasModel(LoadedModel):
         version: str,
         gender_labels: Sequence[str],
         product_labels: Sequence[str],
+        calibration: Calibration | None = None,
     ) -> None:
         inputs, _ = model_signature(keras_model)
         super().__init__(
@@ -120,6 +129,7 @@ class KerasModel(LoadedModel):
             product_labels=product_labels,
             image_size=int(keras_model.input[IMAGE_INPUT].shape[1]),
             uses_text=CAPTION_INPUT in inputs,
+            calibration=calibration,
         )
         self.keras_model = keras_model
 
@@ -173,6 +183,7 @@ def load_model(path: Path | str, *, version: str) -> KerasModel:
         version=version,
         gender_labels=info.gender_labels,
         product_labels=info.product_labels,
+        calibration=info.calibration,
     )
     if model.image_size != info.image_size:
         raise ArtifactError(

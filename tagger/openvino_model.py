@@ -82,6 +82,7 @@ class OpenVinoModel(LoadedModel):
             product_labels=info.product_labels,
             image_size=info.image_size,
             uses_text=tokenizer is not None,
+            calibration=info.calibration,
         )
         self.precision = precision
         self.tokenizer = tokenizer

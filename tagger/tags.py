@@ -50,6 +50,7 @@ def save_batch(
                 "product_score": stmt.excluded.product_score,
                 "scores": stmt.excluded.scores,
                 "tagged_at": stmt.excluded.tagged_at,
+                "product_margin": stmt.excluded.product_margin,
             },
         )
         rows = [
@@ -62,6 +63,7 @@ def save_batch(
                 "product_score": p.product_score,
                 "scores": p.scores,
                 "tagged_at": now,
+                "product_margin": p.product_margin,
             }
             for item_id, p in sorted(predictions.items())
         ]

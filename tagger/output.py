@@ -35,6 +35,7 @@ TAG_COLUMNS = (
     "gender_score",
     "product_type",
     "product_score",
+    "product_margin",
     "model_version",
     "tagged_at",
 )
@@ -72,7 +73,7 @@ def render(
         table = Table(title=title)
         for c in columns:
             table.add_column(
-                c, justify="right" if c.endswith(("score", "total", "done")) else "left"
+                c, justify="right" if c.endswith(("score", "margin", "total", "done")) else "left"
             )
         for r in rows:
             table.add_row(

@@ -167,6 +167,7 @@ def _tag_select(query: TagQuery, *, session: Session):
         c.gender_score,
         c.product_type,
         c.product_score,
+        c.product_margin,
         c.tagged_at,
     )
     if query.model_version:

@@ -13,8 +13,9 @@ import sqlalchemy as sa
 from tagger.calibration import SOFTMAX_TEMPERATURE, Calibration, HeadCalibration
 from tagger.db import Item, current_tags, make_engine, upgrade
 from tagger.model import LoadedModel
+from tagger.output import TAG_COLUMNS
 from tagger.scoring import Prediction
-from tagger.tags import save_batch
+from tagger.tags import TagQuery, query_tags, save_batch
 from tests.factories import add_model_version
 
 
@@ -88,7 +89,12 @@ def test_saved_tag_and_current_tag_carry_the_margin(session_factory):
         save_batch(session=s, job_id=None, model_version="v1", predictions={"a": p}, failures={})
     with session_factory() as s:
         row = s.execute(sa.select(current_tags).where(current_tags.c.item_id == "a")).one()
+        listed = query_tags(session=s, query=TagQuery(limit=10))
+        by_version = query_tags(session=s, query=TagQuery(model_version="v1", limit=10))
     assert (row.product_type, row.product_margin) == ("Dresses", 0.25)
+    # `tagger tags` lists it, from current tags and from one version's tags alike.
+    assert [r["product_margin"] for r in listed + by_version] == [0.25, 0.25]
+    assert "product_margin" in TAG_COLUMNS
 
 
 def _migrate_margins(url: str) -> None:

@@ -30,8 +30,9 @@ from tagger.batching import chunked
 
 TABLE = "current_tag_rows"
 COLUMNS = "item_id, model_version, gender, gender_score, product_type, product_score, tagged_at"
-#: Copied from the tag beside COLUMNS, after ``fresh`` (the table's column order); nullable.
-MARGIN = "product_margin"
+#: After ``fresh``, in the table's column order: the tag's margin (nullable) and whether
+#: the row shows a person's label (tagger.labels).
+EXTRA = "product_margin, human"
 #: Postgres catalogues with more items than this are refreshed by building and swapping.
 SWAP_ABOVE = 50_000
 #: The secondary indexes (name suffix, columns, predicate); the swap rebuilds them
@@ -44,6 +45,8 @@ INDEXES = (
     ("tagged_at", "tagged_at", ""),
     # what the sweep queues: the items whose tag shown is not fresh (few, between roll-outs)
     ("stale", "item_id", " WHERE NOT fresh"),
+    # `tagger tags --source human`: the labelled items (few)
+    ("human", "item_id", " WHERE human"),
 )
 ACTIVE = "(SELECT version FROM model_versions WHERE is_active)"
 #: The table's foreign keys (name, definition), as migration 0004 creates them; the swap
@@ -63,7 +66,8 @@ FOREIGN_KEYS = (
 VIEW_SQL = f"""
 CREATE VIEW current_tags AS
 SELECT c.item_id, c.model_version, mv.is_active AS is_active_model, c.gender, c.gender_score,
-       c.product_type, c.product_score, t.scores, c.tagged_at, c.product_margin
+       c.product_type, c.product_score, t.scores, c.tagged_at, c.product_margin,
+       CASE WHEN c.human THEN 'human' ELSE c.model_version END AS source
 FROM {TABLE} c
 LEFT JOIN model_versions mv ON mv.version = c.model_version
 LEFT JOIN tags t ON t.item_id = c.item_id AND t.model_version = c.model_version
@@ -81,7 +85,7 @@ SELECT DISTINCT ON (t.item_id) t.item_id, t.model_version, t.gender, t.gender_sc
 FROM tags t ORDER BY t.item_id, {_RANK}
 """
 _CHOOSE_PORTABLE = f"""
-SELECT {COLUMNS}, {MARGIN} FROM (
+SELECT {COLUMNS}, product_margin FROM (
     SELECT t.item_id, t.model_version, t.gender, t.gender_score, t.product_type,
            t.product_score, t.tagged_at, t.product_margin,
            ROW_NUMBER() OVER (PARTITION BY t.item_id ORDER BY {_RANK}) AS rank
@@ -91,10 +95,20 @@ SELECT {COLUMNS}, {MARGIN} FROM (
 # Fresh: the active version's tag, not older than the item's last change (a newer image or
 # title). Only fresh rows are skipped by the sweep.
 _FRESH = f"(c.model_version = COALESCE({ACTIVE}, '') AND c.tagged_at >= i.updated_at)"
-_WITH_FRESH = """
-SELECT c.item_id, c.model_version, c.gender, c.gender_score, c.product_type,
-       c.product_score, c.tagged_at, {fresh} AS fresh, c.product_margin
-FROM ({choose}) c JOIN items i ON i.item_id = c.item_id
+# What a row shows: the tag ``c``, with a person's label ``l`` (if any) over it; a field
+# the label sets scores 1.0. Column by column in the table's order.
+_SHOWN = """c.item_id, c.model_version,
+       COALESCE(l.gender, c.gender) AS gender,
+       CASE WHEN l.gender IS NULL THEN c.gender_score ELSE 1.0 END AS gender_score,
+       COALESCE(l.product_type, c.product_type) AS product_type,
+       CASE WHEN l.product_type IS NULL THEN c.product_score ELSE 1.0 END AS product_score,
+       c.tagged_at, {fresh} AS fresh,
+       CASE WHEN l.product_type IS NULL THEN c.product_margin ELSE 1.0 END AS product_margin,
+       l.item_id IS NOT NULL AS human"""
+_WITH_FRESH = f"""
+SELECT {_SHOWN}
+FROM ({{choose}}) c JOIN items i ON i.item_id = c.item_id
+LEFT JOIN labels l ON l.item_id = c.item_id
 """
 # An item with a current row has a tag: where the flag says otherwise (tags written with
 # SQL and then activated), the sweep would queue it twice over.
@@ -107,16 +121,16 @@ WHERE untagged AND EXISTS (SELECT 1 FROM {TABLE} c WHERE c.item_id = items.item_
 # active version, or when the item shows no active tag and the new one ranks first among
 # the rest (newer, or as new with a higher version name).
 _NOTE_NEW = f"""
-INSERT INTO {TABLE} ({COLUMNS}, fresh, {MARGIN})
-SELECT c.item_id, c.model_version, c.gender, c.gender_score, c.product_type,
-       c.product_score, c.tagged_at, {_FRESH}, c.product_margin
+INSERT INTO {TABLE} ({COLUMNS}, fresh, {EXTRA})
+SELECT {_SHOWN.format(fresh=_FRESH)}
 FROM tags c JOIN items i ON i.item_id = c.item_id
+LEFT JOIN labels l ON l.item_id = c.item_id
 WHERE c.model_version = :version AND c.item_id IN ({{ids}})
 ON CONFLICT (item_id) DO UPDATE SET
     model_version = excluded.model_version, gender = excluded.gender,
     gender_score = excluded.gender_score, product_type = excluded.product_type,
     product_score = excluded.product_score, tagged_at = excluded.tagged_at,
-    fresh = excluded.fresh, product_margin = excluded.product_margin
+    fresh = excluded.fresh, product_margin = excluded.product_margin, human = excluded.human
 WHERE excluded.model_version = {TABLE}.model_version
    OR excluded.model_version = COALESCE({ACTIVE}, '')
    OR ({TABLE}.model_version <> COALESCE({ACTIVE}, '')
@@ -159,7 +173,7 @@ def refresh_current_tags(*, session: Session, swap_above: int | None = None) -> 
     # Small catalogues (and SQLite, whose writers are serialised anyway): in place.
     session.execute(sa.text(f"DELETE FROM {TABLE}"))
     count = session.execute(
-        sa.text(f"INSERT INTO {TABLE} ({COLUMNS}, fresh, {MARGIN}) {_chosen(choose)}")
+        sa.text(f"INSERT INTO {TABLE} ({COLUMNS}, fresh, {EXTRA}) {_chosen(choose)}")
     )
     session.execute(sa.text(_HEAL_UNTAGGED))
     return count.rowcount
@@ -182,8 +196,10 @@ def _build_and_swap(session: Session) -> int:
     # against 54 s at 10 M items. Its columns take the types of ``tags``' columns, which
     # are this table's; the NOT NULLs and the default are added after.
     count = run(sa.text(f"CREATE TABLE {nxt} AS {_chosen(_CHOOSE_PG)}")).rowcount
-    not_null = ", ".join(f"ALTER COLUMN {c} SET NOT NULL" for c in (*COLUMNS.split(", "), "fresh"))
-    run(sa.text(f"ALTER TABLE {nxt} {not_null}, ALTER COLUMN fresh SET DEFAULT FALSE"))
+    flags = ("fresh", "human")
+    not_null = ", ".join(f"ALTER COLUMN {c} SET NOT NULL" for c in (*COLUMNS.split(", "), *flags))
+    defaults = ", ".join(f"ALTER COLUMN {c} SET DEFAULT FALSE" for c in flags)
+    run(sa.text(f"ALTER TABLE {nxt} {not_null}, {defaults}"))
     run(sa.text(f"ALTER TABLE {nxt} ADD CONSTRAINT {nxt}_pkey PRIMARY KEY (item_id)"))
     for suffix, cols, where in INDEXES:
         run(sa.text(f"CREATE INDEX ix_{nxt}_{suffix} ON {nxt} ({cols}){where}"))
@@ -203,3 +219,30 @@ def _build_and_swap(session: Session) -> int:
         run(sa.text(f"ALTER TABLE {TABLE} RENAME CONSTRAINT {name}_next TO {name}"))
     run(sa.text(f"ANALYZE {TABLE}"))
     return count
+
+
+_APPLY_LABELS = f"""
+UPDATE {TABLE} SET gender = s.gender, gender_score = s.gender_score,
+    product_type = s.product_type, product_score = s.product_score,
+    product_margin = s.product_margin, human = s.human
+FROM (
+    SELECT {_SHOWN.format(fresh="r.fresh")}
+    FROM {TABLE} r
+    JOIN tags c ON c.item_id = r.item_id AND c.model_version = r.model_version
+    LEFT JOIN labels l ON l.item_id = r.item_id
+    WHERE r.item_id IN ({{ids}})
+) s
+WHERE {TABLE}.item_id = s.item_id
+"""
+
+
+def apply_labels(*, session: Session, item_ids: Sequence[str]) -> None:
+    """Show the items' labels (or, where a label was cleared, their model tags again) in
+    their current rows, in the caller's transaction. An item with no tag yet has no row:
+    its label shows once it is tagged (every writer above reads ``labels``)."""
+    for chunk in chunked(sorted(set(item_ids)), 1000):
+        names = [f"i{n}" for n in range(len(chunk))]
+        ids = ", ".join(f":{n}" for n in names)
+        session.execute(
+            sa.text(_APPLY_LABELS.format(ids=ids)), dict(zip(names, chunk, strict=True))
+        )

@@ -106,6 +106,36 @@ class CurrentTagRow(Base):
     # item needs tagging again.
     fresh: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     product_margin: Mapped[float | None] = mapped_column(sa.Float)
+    #: the row shows a person's label (tagger.labels) over the model's tag
+    human: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+
+
+class Label(Base):
+    """A person's correction of an item: shown over any model's tag (tagger.labels)."""
+
+    __tablename__ = "labels"
+
+    item_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("items.item_id", ondelete="CASCADE"), primary_key=True
+    )
+    gender: Mapped[str | None] = mapped_column(sa.String(64))
+    product_type: Mapped[str | None] = mapped_column(sa.String(64))
+    labelled_by: Mapped[str] = mapped_column(sa.Text)
+    labelled_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    note: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class LabelChange(Base):
+    """The audit of labels: who changed which item's label when, from what to what."""
+
+    __tablename__ = "label_changes"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    item_id: Mapped[str] = mapped_column(sa.String(255))
+    changed_by: Mapped[str] = mapped_column(sa.Text)
+    changed_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    before: Mapped[dict | None] = mapped_column(sa.JSON)
+    after: Mapped[dict | None] = mapped_column(sa.JSON)
 
 
 class Job(Base):
@@ -194,6 +224,7 @@ current_tags = sa.table(
             "scores",
             "tagged_at",
             "product_margin",
+            "source",
         )
     ),
 )

@@ -37,6 +37,7 @@ TAG_COLUMNS = (
     "product_score",
     "product_margin",
     "model_version",
+    "source",
     "tagged_at",
 )
 

@@ -9,9 +9,12 @@ from sqlalchemy.orm import Session
 
 from tagger.current import refresh_current_tags
 from tagger.db import ModelVersion, Tag, utcnow
-from tagger.exceptions import UnknownModelVersion
+from tagger.exceptions import ArtifactError, UnknownModelVersion
 from tagger.settings import Settings
 from tagger.uris import is_s3
+
+#: current_tags.source of a row showing a person's label (tagger.labels)
+HUMAN_SOURCE = "human"
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,10 @@ def register_model_version(
     activate: bool = False,
 ) -> ModelVersion:
     """Record a version (idempotent for the same version and URI) and optionally activate it."""
+    if version == HUMAN_SOURCE:
+        # current_tags.source says 'human' for a person's label: a version of that name
+        # would read as one.
+        raise ArtifactError(f"{HUMAN_SOURCE!r} cannot name a model version: choose another")
     existing = session.get(ModelVersion, version)
     if existing is None:
         existing = ModelVersion(

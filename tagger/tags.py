@@ -118,6 +118,8 @@ class TagQuery:
     limit: int | None = None
     #: keyset paging: only items whose id sorts after this one (the last of a page)
     after: str | None = None
+    #: "human": items showing a person's label; "model": the others (current tags only)
+    source: str | None = None
 
 
 def query_tags(*, session: Session, query: TagQuery) -> list[dict[str, Any]]:
@@ -169,6 +171,8 @@ def _tag_select(query: TagQuery, *, session: Session):
         c.product_score,
         c.product_margin,
         c.tagged_at,
+        # A version's own tags are all model output: their source is the version.
+        c.model_version.label("source") if query.model_version else c.source,
     )
     if query.model_version:
         stmt = stmt.where(c.model_version == query.model_version)
@@ -191,6 +195,17 @@ def _tag_select(query: TagQuery, *, session: Session):
         stmt = stmt.where(c.item_id.in_(sa.select(members.c.item_id)))
     if query.since is not None:
         stmt = stmt.where(c.tagged_at >= query.since)
+    if query.source is not None:
+        if query.model_version:
+            raise ValueError("a version's own tags have no source: drop one of the two")
+        # Through the partial index of labelled rows, not the view's computed column.
+        labelled = sa.select(CurrentTagRow.item_id).where(CurrentTagRow.human)
+        if query.source == "human":
+            stmt = stmt.where(c.item_id.in_(labelled))
+        elif query.source == "model":
+            stmt = stmt.where(c.item_id.not_in(labelled))
+        else:
+            raise ValueError(f"source must be 'human' or 'model', got {query.source!r}")
     return stmt, c
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import click
 
-from tagger.cli import admin, query, stats, work
+from tagger.cli import admin, labels, query, stats, work
 from tagger.exceptions import TaggerError
 from tagger.settings import Settings, load_settings
 
@@ -36,6 +36,7 @@ for command in (
     admin.beat,
     query.tags,
     query.jobs,
+    labels.labels,
     work.retag,
     stats.stats,
 ):

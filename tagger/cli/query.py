@@ -27,6 +27,11 @@ PAGE_ROWS = 1000
     help=f"Most rows (default: {PAGE_ROWS} for table and json; csv exports every row).",
 )
 @click.option("--after", metavar="ITEM_ID", help="Rows after this item id (the next page).")
+@click.option(
+    "--source",
+    type=click.Choice(["human", "model"]),
+    help="Only items showing a person's label (human) or a model's tag (model).",
+)
 @format_option
 @click.pass_context
 def tags(click_ctx: click.Context, fmt: str, **filters) -> None:
@@ -47,6 +52,8 @@ def tags(click_ctx: click.Context, fmt: str, **filters) -> None:
     # A page by default: a terminal cannot show a catalogue. csv streams everything.
     limit = asked or (None if fmt == "csv" else PAGE_ROWS)
     # One row more than shown says whether there is a next page.
+    if filters["source"] and filters["model_version"]:
+        raise click.UsageError("--source reads current tags; --model-version a version's own")
     query = TagQuery(**filters, since=since, limit=limit + 1 if limit else None)
     with ctx.sessions() as session:
         if query.job_id is not None:

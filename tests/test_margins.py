@@ -141,11 +141,13 @@ def _migrate_margins(url: str) -> None:
     assert tags == shown == {"three": pytest.approx(0.5), "one": pytest.approx(0.8)}
 
 
-def test_migration_0009_fills_margins_on_postgres():
+@pytest.mark.parametrize("chunk", ["1", "20000"])
+def test_migration_0009_fills_margins_on_postgres(monkeypatch, chunk):
     """Upgrading fills each existing tag's margin from its scores (the best alone for one
-    class), and current_tags shows it."""
+    class), and current_tags shows it; in chunks of any size, each its own transaction."""
     from tests.services import postgres_database
 
+    monkeypatch.setenv("TAGGER_MIGRATION_CHUNK", chunk)
     with postgres_database() as url:
         _migrate_margins(url)
 

@@ -15,6 +15,8 @@ change.
 
 from __future__ import annotations
 
+import os
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -53,19 +55,65 @@ def _view(margin: bool) -> str:
     return sql
 
 
+_FILL_CURRENT = """
+UPDATE current_tag_rows SET product_margin = t.product_margin FROM tags t
+WHERE t.item_id = current_tag_rows.item_id AND t.model_version = current_tag_rows.model_version
+  AND current_tag_rows.product_margin IS NULL {range}
+"""
+#: Item ids per backfill transaction on Postgres (TAGGER_MIGRATION_CHUNK overrides it).
+CHUNK = 20_000
+
+
 def upgrade() -> None:
     postgres = op.get_bind().dialect.name == "postgresql"
-    for table in ("tags", "current_tag_rows"):
-        op.add_column(table, sa.Column("product_margin", sa.Float, nullable=True))
-    op.execute(f"UPDATE tags SET product_margin = {_MARGIN_PG if postgres else _MARGIN_SQLITE}")
-    op.execute(
-        """
-        UPDATE current_tag_rows SET product_margin = t.product_margin FROM tags t
-        WHERE t.item_id = current_tag_rows.item_id
-          AND t.model_version = current_tag_rows.model_version
-        """
-    )
+    if postgres:
+        # IF NOT EXISTS: a backfill cut off part-way left the columns, and is carried on.
+        for table in ("tags", "current_tag_rows"):
+            op.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS product_margin float8")
+    else:
+        for table in ("tags", "current_tag_rows"):
+            op.add_column(table, sa.Column("product_margin", sa.Float, nullable=True))
     op.execute(_view(margin=True))
+    if not postgres:  # the embedded database is small: one statement each
+        op.execute(f"UPDATE tags SET product_margin = {_MARGIN_SQLITE}")
+        op.execute(_FILL_CURRENT.format(range=""))
+        return
+    # Committed first, then filled a range of item ids per transaction: in one transaction
+    # the new column's lock would stop every worker's writes for the whole backfill (over
+    # 17 minutes for 19 M tags). Rows already filled are skipped, so a cut-off run resumes.
+    with op.get_context().autocommit_block():
+        _backfill_in_chunks(op.get_bind(), int(os.environ.get("TAGGER_MIGRATION_CHUNK", CHUNK)))
+
+
+def _backfill_in_chunks(conn: sa.Connection, chunk: int) -> None:
+    after: str | None = None
+    while True:
+        # The id of the chunk-th tag row after ``after``: the chunk ends there.
+        last = conn.execute(
+            sa.text(
+                "SELECT item_id FROM tags WHERE (CAST(:after AS text) IS NULL OR item_id > :after) "
+                "ORDER BY item_id OFFSET :skip LIMIT 1"
+            ),
+            {"after": after, "skip": chunk - 1},
+        ).scalar()
+        bounds = {"after": after, "last": last}
+        within = (
+            "AND (CAST(:after AS text) IS NULL OR {t}.item_id > :after) "
+            "AND (CAST(:last AS text) IS NULL OR {t}.item_id <= :last)"
+        )
+        conn.execute(
+            sa.text(
+                f"UPDATE tags SET product_margin = {_MARGIN_PG} "
+                f"WHERE product_margin IS NULL {within.format(t='tags')}"
+            ),
+            bounds,
+        )
+        conn.execute(
+            sa.text(_FILL_CURRENT.format(range=within.format(t="current_tag_rows"))), bounds
+        )
+        if last is None:
+            return
+        after = last
 
 
 def downgrade() -> None:

@@ -109,7 +109,8 @@ def test_tiny_fit_learns(trained):
 
 @pytest.mark.slow
 def test_artifact_round_trip_same_predictions(trained):
-    """fit -> save -> tagger.model.load_model gives the in-memory model's predictions."""
+    """fit -> save -> tagger.model.load_model gives the in-memory model's predictions,
+    calibrated as the artifact says."""
     from tagger.model import load_model
     from train.data import load_image
 
@@ -126,13 +127,18 @@ def test_artifact_round_trip_same_predictions(trained):
             "caption": np.array([c or "" for c in captions]).reshape(-1, 1),
         }
     )
-    for i, p in enumerate(got):
-        np.testing.assert_allclose(
-            list(p.scores["product"].values()), direct["product"][i], atol=1e-5
-        )
-        np.testing.assert_allclose(
-            list(p.scores["gender"].values()), direct["gender"][i], atol=1e-5
-        )
+    # The worker's scores are the artifact's calibration applied to the model's, per row
+    # (captioned or not); without it, the model's own.
+    calibration = loaded.calibration
+    assert calibration is not None
+    captioned = [bool(c) for c in captions]
+    want = {h: calibration.apply(h, direct[h], captioned) for h in ("product", "gender")}
+    loaded.calibration = None
+    raw = loaded.predict(images, captions)
+    for i, (p, r) in enumerate(zip(got, raw, strict=True)):
+        for head in ("product", "gender"):
+            np.testing.assert_allclose(list(p.scores[head].values()), want[head][i], atol=1e-5)
+            np.testing.assert_allclose(list(r.scores[head].values()), direct[head][i], atol=1e-5)
     assert loaded.product_labels == PRODUCTS and loaded.gender_labels == ["MEN", "WOMEN"]
 
 

@@ -263,6 +263,11 @@ def insert(session: Session, table):
     raise ConfigError(f"unsupported database dialect {name!r}")
 
 
+def is_postgres(session: Session) -> bool:
+    """Whether the session speaks to Postgres (else SQLite, the embedded mode)."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
 @contextmanager
 def planner_without(session: Session, *methods: str) -> Iterator[None]:
     """Postgres plans the statements run inside without the given join methods

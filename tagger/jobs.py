@@ -13,16 +13,14 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from tagger.batching import chunked
-from tagger.db import Failure, Job, JobItem, insert, utcnow
+from tagger.db import Failure, Job, JobItem, insert, is_postgres, utcnow
 from tagger.exceptions import UnknownJob
 from tagger.ledger import (
     add_batches,
     ids_param,
     ids_source,
-    is_postgres,
     member_id,
     members_sql,
-    pending_ids,
 )
 from tagger.states import ACTIVE_STATUSES, ItemState, JobKind, JobStatus
 
@@ -81,10 +79,6 @@ def get_job(*, session: Session, job_id: int) -> Job:
 
 def list_jobs(*, session: Session, limit: int = 20) -> list[Job]:
     return list(session.scalars(sa.select(Job).order_by(Job.id.desc()).limit(limit)))
-
-
-def pending_item_ids(*, session: Session, job_id: int) -> list[str]:
-    return pending_ids(session=session, job_id=job_id)
 
 
 def failure_counts(*, session: Session, job_id: int) -> dict[str, int]:

@@ -13,23 +13,20 @@ SQL here reads a batch's ids with ``unnest`` (Postgres, ``text[]``) or ``json_ea
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from tagger.batching import chunked
-from tagger.db import JobBatch, JobItem
+from tagger.db import JobBatch, JobItem, is_postgres
 from tagger.states import ItemState
 
 #: Batch rows per page when a job's batches are read back.
 PAGE_BATCHES = 128
 SETTLED = tuple(s.value for s in (ItemState.TAGGED, ItemState.FAILED, ItemState.MOVED))
 _SETTLED_SQL = ", ".join(f"'{s}'" for s in SETTLED)
-
-
-def is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
 
 
 def members_sql(session: Session) -> str:
@@ -132,13 +129,28 @@ def batch_pages(
 ) -> Iterator[list[list[str]]]:
     """The job's batches in order, ``page`` batch rows per query (default PAGE_BATCHES);
     with ``pending_only`` each batch keeps only its items still pending (and empty ones
-    are dropped)."""
+    are dropped). Every page is read in ``session``."""
+    return session_pages(
+        lambda: nullcontext(session), job_id=job_id, pending_only=pending_only, page=page
+    )
+
+
+def session_pages(
+    open_session: Callable[[], AbstractContextManager[Session]],
+    *,
+    job_id: int,
+    pending_only: bool,
+    page: int | None = None,
+) -> Iterator[list[list[str]]]:
+    """:func:`batch_pages`, each page read in a session ``open_session()`` opens (a short
+    one per page: nothing held open between pages)."""
     page = page or PAGE_BATCHES
     after = -1
     while True:
-        batches, after = read_page(
-            session=session, job_id=job_id, after=after, page=page, pending_only=pending_only
-        )
+        with open_session() as session:
+            batches, after = read_page(
+                session=session, job_id=job_id, after=after, page=page, pending_only=pending_only
+            )
         if batches is None:
             return
         yield batches

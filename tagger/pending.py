@@ -11,9 +11,8 @@ from contextlib import AbstractContextManager
 
 from sqlalchemy.orm import Session
 
-from tagger import ledger
 from tagger.db import Job
-from tagger.ledger import batch_pages, read_page, rebatch
+from tagger.ledger import batch_pages, rebatch, session_pages
 
 
 def count_pending(*, session: Session, job_id: int) -> int:
@@ -43,23 +42,8 @@ def stream_batches(
     transaction held open while the caller speaks to Redis). Without ``pending_only`` the
     batches as written; with it, the pending items packed into batches of ``batch_size``."""
 
-    def pages() -> Iterator[list[list[str]]]:
-        size = page or ledger.PAGE_BATCHES
-        after = -1
-        while True:
-            with sessions() as session:
-                batches, after = read_page(
-                    session=session,
-                    job_id=job_id,
-                    after=after,
-                    page=size,
-                    pending_only=pending_only,
-                )
-            if batches is None:
-                return
-            yield batches
-
-    return rebatch(pages(), batch_size) if pending_only else _flat(pages())
+    pages = session_pages(sessions, job_id=job_id, pending_only=pending_only, page=page)
+    return rebatch(pages, batch_size) if pending_only else _flat(pages)
 
 
 def _flat(pages: Iterator[list[list[str]]]) -> Iterator[list[str]]:

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from tagger.catalogue import CatalogueRow
 from tagger.copy_format import CopyStream
-from tagger.db import planner_without
+from tagger.db import is_postgres, planner_without
 from tagger.ledger import write_batches
 
 STAGING = "import_staging"
@@ -40,23 +40,19 @@ PROBE_ABOVE = 4
 NOW = sa.bindparam("now", type_=sa.DateTime(timezone=True))
 
 
-def _is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 def create_staging(*, session: Session) -> None:
     """An empty staging table for this transaction (one left by an earlier import on this
     connection is dropped first)."""
     drop_staging(session=session)
     # Postgres drops it at commit or rollback by itself; SQLite needs drop_staging.
-    on_commit = " ON COMMIT DROP" if _is_postgres(session) else ""
+    on_commit = " ON COMMIT DROP" if is_postgres(session) else ""
     session.execute(
         sa.text(
             f"CREATE TEMPORARY TABLE {STAGING} (line INTEGER NOT NULL, item_id TEXT NOT NULL, "
             f"image_uri TEXT NOT NULL, title TEXT, fingerprint TEXT){on_commit}"
         )
     )
-    if _is_postgres(session):
+    if is_postgres(session):
         # The hash joins, the GROUP BY and the item-id sorts over a million staged rows
         # stay in memory (at 64MB each sort spilled ~100MB to disk); LOCAL: this
         # transaction only, and a larger catalogue still spills rather than fails.
@@ -84,7 +80,7 @@ def stage_stream(
     while Python checks the next, so reading and loading overlap on two cores (a COPY per
     chunk made each side wait for the other). On SQLite, executemany per chunk.
     """
-    if _is_postgres(session):
+    if is_postgres(session):
         stream = CopyStream(rows, chunk_rows, on_chunk)
         dbapi = session.connection().connection.dbapi_connection
         with dbapi.cursor() as cursor:  # type: ignore[union-attr]
@@ -121,7 +117,7 @@ def find_duplicate(*, session: Session) -> Duplicate | None:
     all?"; only when there are some does the window query find which one to report, with
     both lines.
     """
-    if _is_postgres(session):
+    if is_postgres(session):
         session.execute(sa.text(f"ANALYZE {STAGING}"))  # temp tables are never auto-analyzed
         # A unique index is built by one sort (0.5 s for a million ids; the GROUP BY took
         # 1.9 s) and fails on the first id given twice; a savepoint keeps that failure
@@ -189,7 +185,7 @@ def plan_staged(*, session: Session) -> StagedCounts:
 
     The rules are import_items' from before staging, as set-based SQL.
     """
-    postgres = _is_postgres(session)
+    postgres = is_postgres(session)
     if postgres:
         # Imports take turns from here to their commit, so what this plan calls new is
         # still new when apply_plan inserts it (SQLite runs one writer at a time anyway).
@@ -256,7 +252,7 @@ def apply_plan(
     an import and workers marking items tagged lock them in the same order."""
     started = time.perf_counter()
     upsert = "is_new OR image_changed OR title_changed"
-    if _is_postgres(session):
+    if is_postgres(session):
         # New items go in by a plain INSERT, unsorted: no other import can add them first
         # (plan_staged took the imports' lock), and ON CONFLICT with the sort cost twice as
         # much (11.9 s against 6.5 s for a million new items).

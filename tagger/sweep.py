@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from tagger.db import CurrentTagRow, Failure, Item, Job, planner_without, utcnow
+from tagger.db import CurrentTagRow, Failure, Item, Job, is_postgres, planner_without, utcnow
 from tagger.exceptions import NoActiveModel
 from tagger.jobs import hand_over_job, open_job
 from tagger.ledger import (
@@ -161,19 +161,21 @@ def all_items(live: sa.Subquery) -> sa.Select:
     return sa.select(Item.item_id).where(~busy(Item.item_id, live)).order_by(Item.item_id)
 
 
-def add_to_ledger(*, session: Session, job_id: int, chosen: sa.Select, limit: int) -> int:
+def add_to_ledger(
+    *, session: Session, job_id: int, chosen: sa.Select, limit: int, batch_size: int
+) -> int:
     """Write the first ``limit`` ids ``chosen`` selects as batches of the job, in the order
     chosen (oldest first), leaving out any id already in the job (stale and failing);
     returns how many were added."""
-    job = session.get(Job, job_id)
-    size = job.batch_size if job is not None else 64
     first = next_seq(session=session, job_id=job_id)
-    if session.get_bind().dialect.name != "postgresql":
+    if not is_postgres(session):
         # SQLite (embedded, small): the ids through Python.
         ids = list(dict.fromkeys(session.scalars(chosen.limit(limit))))
         members = set(pending_ids(session=session, job_id=job_id))
         ids = [i for i in ids if i not in members]
-        add_batches(session=session, job_id=job_id, item_ids=ids, batch_size=size, first_seq=first)
+        add_batches(
+            session=session, job_id=job_id, item_ids=ids, batch_size=batch_size, first_seq=first
+        )
         return len(ids)
     rows = chosen.limit(limit).subquery()
     item_id = rows.c[chosen.selected_columns[0].name]
@@ -198,7 +200,7 @@ def add_to_ledger(*, session: Session, job_id: int, chosen: sa.Select, limit: in
         session=session,
         job_id=job_id,
         ids_sql=ids_sql,
-        batch_size=size,
+        batch_size=batch_size,
         params={"job": job_id},
         first_seq=first,
         in_id_order=False,
@@ -236,16 +238,24 @@ def plan_sweep(
     live = live_pending(session, now, settings)
     if all_:
         chosen = all_items(live)
-        n_stale = add_to_ledger(session=session, job_id=job.id, chosen=chosen, limit=limit)
+        n_stale = add_to_ledger(
+            session=session, job_id=job.id, chosen=chosen, limit=limit, batch_size=size
+        )
     else:
         if stale:
             chosen = stale_items(now, settings, live)
-            n_stale = add_to_ledger(session=session, job_id=job.id, chosen=chosen, limit=limit)
+            n_stale = add_to_ledger(
+                session=session, job_id=job.id, chosen=chosen, limit=limit, batch_size=size
+            )
         due = failed_items_due(now, settings, live) if failed else None
         if due is not None and n_stale < limit:
             # An item both stale and failing is in the job once, counted as stale.
             n_failed = add_to_ledger(
-                session=session, job_id=job.id, chosen=due, limit=limit - n_stale
+                session=session,
+                job_id=job.id,
+                chosen=due,
+                limit=limit - n_stale,
+                batch_size=size,
             )
     if n_stale + n_failed == 0:
         session.delete(job)

@@ -53,6 +53,22 @@ def session_factory(db: sa.Engine):
     return make_session_factory(db)
 
 
+@pytest.fixture(params=["postgres", "sqlite"])
+def sessions(request, tmp_path):
+    """A session factory on Postgres and on SQLite (the embedded mode), each migrated to
+    head: for behaviour that must be the same on both."""
+    from tagger.db import make_engine, make_session_factory, upgrade
+
+    if request.param == "postgres":
+        yield request.getfixturevalue("session_factory")
+        return
+    url = f"sqlite:///{tmp_path / 'embedded.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
 @pytest.fixture(scope="session")
 def redis_db() -> int:
     return services.redis_db_number()

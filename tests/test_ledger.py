@@ -3,11 +3,7 @@ otherwise, on Postgres and on SQLite alike."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import Session, sessionmaker
 
 from tagger.db import Item, Job, JobBatch, JobItem, make_engine, make_session_factory, upgrade
 from tagger.jobs import create_job, hand_over_job, open_job, record_outcomes, start_delivery
@@ -21,19 +17,6 @@ from tagger.ledger import (
 )
 from tagger.pending import count_pending, pending_batches
 from tagger.states import JobKind
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-def sessions(request, tmp_path) -> Iterator[sessionmaker[Session]]:
-    """Postgres and SQLite (the embedded mode), each migrated to head."""
-    if request.param == "postgres":
-        yield request.getfixturevalue("session_factory")
-        return
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
-    upgrade(url)
-    engine = make_engine(url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 def _items(sessions, n: int, prefix: str = "i") -> list[str]:

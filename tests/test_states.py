@@ -6,13 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from tagger.db import Item, make_engine, make_session_factory, upgrade
+from tagger.db import Item
 from tagger.jobs import create_job, hand_over, mark_started, record_outcomes, start_delivery
 from tagger.states import ACTIVE_STATUSES, STALLED, ItemState, JobKind, JobStatus
 from tests.test_imports import PACKAGE, import_graph
@@ -48,19 +47,6 @@ def test_a_member_prints_and_serializes_as_its_plain_word(member):
 def test_the_states_module_imports_nothing_from_tagger():
     """Every module may import it, so it must import none of them."""
     assert import_graph(PACKAGE)["tagger.states"] == set()
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-def sessions(request, tmp_path) -> Iterator[sessionmaker[Session]]:
-    """Postgres (psycopg2) and SQLite (the embedded mode), each migrated to head."""
-    if request.param == "postgres":
-        yield request.getfixturevalue("session_factory")
-        return
-    url = f"sqlite:///{tmp_path / 'states.db'}"
-    upgrade(url)
-    engine = make_engine(url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 def _raw(sessions: sessionmaker[Session], sql: str) -> list[tuple]:

@@ -18,8 +18,7 @@ from sqlalchemy.orm import Session
 from tagger.catalogue import CatalogueItem
 from tagger.db import Job, utcnow
 from tagger.importer import import_items
-from tagger.jobs import pending_item_ids
-from tagger.ledger import item_states
+from tagger.ledger import item_states, pending_ids
 from tests.factories import add_model_version, write_csv
 from tests.redis_server import redis_server
 from tests.services import free_port
@@ -151,7 +150,7 @@ def test_redis_down_import_and_retag_say_how_to_resume(
             batches = [items for j, items in queued if j == job_id]
             assert all(len(b) <= job.batch_size for b in batches)
             sent = Counter(i for b in batches for i in b)
-            pending = pending_item_ids(session=session, job_id=job_id)
+            pending = pending_ids(session=session, job_id=job_id)
             assert sent == Counter(pending) and len(pending) == job.total  # each once
     assert len(queued) == 3 + 1  # b0..b4 in batches of 2; a0..a2 in one batch of 64
 

@@ -47,6 +47,8 @@ INDEXES = (
     ("stale", "item_id", " WHERE NOT fresh"),
     # `tagger tags --source human`: the labelled items (few)
     ("human", "item_id", " WHERE human"),
+    # the review queue: needs_review rows, lowest margin first, paged by (margin, item id)
+    ("margin", "product_margin, item_id", ""),
 )
 ACTIVE = "(SELECT version FROM model_versions WHERE is_active)"
 #: The table's foreign keys (name, definition), as migration 0004 creates them; the swap
@@ -60,17 +62,26 @@ FOREIGN_KEYS = (
     ),
 )
 
-# The view: the table plus the tag's ``scores``. Both joins are left joins on unique keys,
-# so a query that does not read ``scores`` or ``is_active_model`` never touches those
-# tables (Postgres removes the join): a count by product type reads only the narrow table.
+# The view: the table plus the tag's ``scores`` and whether it needs review (its confidence
+# under its version's threshold for its class: tagger.review). Every join is a left join on
+# a unique key, so a query that does not read ``scores``, ``is_active_model`` or
+# ``needs_review`` never touches those tables (Postgres removes the join): a count by
+# product type reads only the narrow table. A field a person labelled scores 1.0, above
+# any threshold, so a labelled field never needs review.
 VIEW_SQL = f"""
 CREATE VIEW current_tags AS
 SELECT c.item_id, c.model_version, mv.is_active AS is_active_model, c.gender, c.gender_score,
        c.product_type, c.product_score, t.scores, c.tagged_at, c.product_margin,
-       CASE WHEN c.human THEN 'human' ELSE c.model_version END AS source
+       CASE WHEN c.human THEN 'human' ELSE c.model_version END AS source,
+       COALESCE(c.product_margin < rp.threshold, FALSE)
+           OR COALESCE(c.gender_score < rg.threshold, FALSE) AS needs_review
 FROM {TABLE} c
 LEFT JOIN model_versions mv ON mv.version = c.model_version
 LEFT JOIN tags t ON t.item_id = c.item_id AND t.model_version = c.model_version
+LEFT JOIN review_thresholds rp ON rp.model_version = c.model_version
+    AND rp.head = 'product' AND rp.label = c.product_type
+LEFT JOIN review_thresholds rg ON rg.model_version = c.model_version
+    AND rg.head = 'gender' AND rg.label = c.gender
 """
 
 # The choice for every item at once, exactly as the old window view ranked tags: the

@@ -156,6 +156,40 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    #: a shadow job's version (tags written under it, never shown as current); None: the
+    #: active version at the time each batch runs
+    model_version: Mapped[str | None] = mapped_column(sa.String(64))
+
+
+class ReviewThreshold(Base):
+    """The confidence under which a tag of one class needs a person's look: a product
+    tag's margin over the second-best type, a gender tag's score (tagger.review)."""
+
+    __tablename__ = "review_thresholds"
+
+    model_version: Mapped[str] = mapped_column(
+        sa.ForeignKey("model_versions.version", ondelete="CASCADE"), primary_key=True
+    )
+    head: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+    label: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    threshold: Mapped[float] = mapped_column(sa.Float)
+    #: artifact (fitted on the validation split), default (a setting) or manual
+    source: Mapped[str] = mapped_column(sa.String(16))
+    set_by: Mapped[str | None] = mapped_column(sa.Text)
+    set_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+
+
+class ModelComparison(Base):
+    """What `tagger model compare` measured of a candidate against the active version."""
+
+    __tablename__ = "model_comparisons"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    candidate: Mapped[str] = mapped_column(sa.String(64))
+    baseline: Mapped[str] = mapped_column(sa.String(64))
+    job_id: Mapped[int | None] = mapped_column(sa.ForeignKey("jobs.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
+    report: Mapped[dict] = mapped_column(sa.JSON)
 
 
 class JobBatch(Base):
@@ -225,6 +259,7 @@ current_tags = sa.table(
             "tagged_at",
             "product_margin",
             "source",
+            "needs_review",
         )
     ),
 )

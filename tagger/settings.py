@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Between the hard time limit plus back-off and the visibility timeout: the time a worker
@@ -145,6 +145,44 @@ class Settings(BaseSettings):
         description="Days a finished job keeps its per-item ledger (job_items rows) before "
         "the nightly prune, run after the sweep, deletes it; the job's counters and the "
         "failures stay. 0: keep forever.",
+    )
+
+    # --- review: thresholds and the web page -----------------------------------------
+    review_product_margin: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="A product tag whose margin over the second-best type is below this "
+        "needs review, for classes the model's artifact gives no threshold.",
+    )
+    review_gender_score: float = Field(
+        0.75,
+        ge=0,
+        le=1,
+        description="A gender tag scoring below this needs review, for classes the model's "
+        "artifact gives no threshold.",
+    )
+    web_host: str = Field("127.0.0.1", description="Address `tagger web` listens on.")
+    web_port: int = Field(8000, ge=1, le=65535, description="Port `tagger web` listens on.")
+    web_users_file: Path | None = Field(
+        None,
+        description="Users who may correct tags: a file of `name:pbkdf2_sha256$...` lines "
+        "(`tagger web add-user` writes them). Without it (and without an auth header) the "
+        "page is read-only.",
+    )
+    web_auth_header: str | None = Field(
+        None,
+        description="Trust this request header (e.g. X-Forwarded-User) as the user's name: "
+        "only behind a proxy that sets it and strips it from clients' requests.",
+    )
+    web_secret: SecretStr | None = Field(
+        None,
+        description="Key signing the page's session cookies and CSRF tokens; set the same "
+        "one on every `tagger web` process. Unset: a random key per process (logins end "
+        "when it restarts).",
+    )
+    presign_seconds: int = Field(
+        300, ge=10, le=86_400, description="Lifetime of the page's presigned image URLs."
     )
 
     log_level: str = Field("INFO", description="Python logging level.")

@@ -52,6 +52,7 @@ class JobKind(_Word):
     IMPORT = "import"  # `tagger import`
     RUN = "run"  # `tagger run`, tagged in-process
     RETAG = "retag"  # the re-tag sweep (beat or `tagger retag`)
+    SHADOW = "shadow"  # `tagger model compare`: a named version, never shown as current
 
 
 #: Statuses of a job that still has work queued or in hand.

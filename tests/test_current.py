@@ -321,4 +321,4 @@ def test_swapped_table_has_the_migrated_schema():
         db.dispose()
     valid = [(name, d.removesuffix(" NOT VALID")) for name, d in after["constraints"]]
     assert {**after, "constraints": valid} == before
-    assert len(before["indexes"]) == 5 and len(before["constraints"]) == 3
+    assert len(before["indexes"]) == 6 and len(before["constraints"]) == 3

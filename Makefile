@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO ?= demo
 
-.PHONY: venv demo test test-fast lint format clean
+.PHONY: venv browser demo test test-fast lint format clean
 
 $(BIN)/tagger: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,16 @@ $(BIN)/tagger: pyproject.toml
 	touch $@
 
 venv: $(BIN)/tagger
+
+# Debian's chromium for tests/test_web_browser.py (Playwright drives it; `playwright install`
+# would download a browser from a CDN). Needs root; `make test` tolerates a failure here and
+# the browser test then skips, saying why.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+		apt-get install -y --no-install-recommends chromium \
+		|| { apt-get update && apt-get install -y --no-install-recommends chromium; }; }
+	@test -x $(CHROMIUM) && echo "browser: $(CHROMIUM)"
 
 demo: venv
 	rm -rf $(DEMO)
@@ -29,6 +39,7 @@ demo: venv
 		| $(BIN)/python -m train score-tags - --labels $(DEMO)/catalogue/labels_front.csv
 
 test: venv
+	-@$(MAKE) --no-print-directory browser
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 test-fast: venv

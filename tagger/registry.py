@@ -11,6 +11,7 @@ from tagger.current import refresh_current_tags
 from tagger.db import ModelVersion, Tag, utcnow
 from tagger.exceptions import ArtifactError, UnknownModelVersion
 from tagger.settings import Settings
+from tagger.thresholds import Defaults, store_thresholds
 from tagger.uris import is_s3
 
 #: current_tags.source of a row showing a person's label (tagger.labels)
@@ -128,7 +129,7 @@ def register_artifact(
     path = resolve_artifact(uri, cache_dir=settings.model_cache_dir, s3_client=s3)
     info = read_artifact_info(path)
     check_conversion(path, settings=settings)
-    return register_model_version(
+    registered = register_model_version(
         session=session,
         version=version or artifact_fingerprint(path),
         artifact_uri=uri if is_s3(uri) else str(path.resolve()),
@@ -139,3 +140,16 @@ def register_artifact(
         metrics=info.metrics,
         activate=activate,
     )
+    # Thresholds the trainer fitted on the validation split (review.json), else defaults.
+    review = getattr(info, "review", None)
+    fitted = None if review is None else {"product": review.product, "gender": review.gender}
+    store_thresholds(
+        session=session,
+        version=registered,
+        fitted=fitted,
+        defaults=Defaults(
+            product_margin=settings.review_product_margin,
+            gender_score=settings.review_gender_score,
+        ),
+    )
+    return registered

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import click
 
-from tagger.cli import admin, labels, query, stats, work
+from tagger.cli import admin, labels, query, review, stats, work
 from tagger.exceptions import TaggerError
 from tagger.settings import Settings, load_settings
 
@@ -37,6 +37,7 @@ for command in (
     query.tags,
     query.jobs,
     labels.labels,
+    review.review,
     work.retag,
     stats.stats,
 ):

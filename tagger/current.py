@@ -6,9 +6,15 @@ columns, so the ``current_tags`` view (this table, plus the tag's full ``scores`
 sorts and counts through ordinary indexes. Computing the choice per query (a window over
 every tag row) cost seconds per million items on every query.
 
+Only tags of versions that are or have been active count: a version never activated (a
+candidate whose shadow tags `tagger model compare` wrote, tagger.shadow) is never shown, not
+even as an item's newest tag, and an item whose only tags are such is still ``untagged``.
+Once it is activated its tags count like any other's (its shadow tags then show at once).
+
 Three writers keep it true, each in the caller's transaction:
 - ``save_batch`` (``note_new_tags``): a new tag becomes current when it is from the active
-  version, or when the item shows no active tag and the new one is at least as new;
+  version, or when the item shows no active tag and the new one is at least as new
+  (a shadow job's batch calls neither: tagger.tags.save_batch);
 - activation and rollback (``refresh_current_tags``): every item's choice is made again;
 - pruning never deletes a current tag (``tags.prune_tags`` ranks like this module).
 
@@ -51,6 +57,9 @@ INDEXES = (
     ("margin", "product_margin, item_id", ""),
 )
 ACTIVE = "(SELECT version FROM model_versions WHERE is_active)"
+#: The versions whose tags may be shown: active now or before (activation sets
+#: ``activated_at``, and nothing clears it).
+SHOWN_VERSIONS = "SELECT version FROM model_versions WHERE is_active OR activated_at IS NOT NULL"
 #: The table's foreign keys (name, definition), as migration 0004 creates them; the swap
 #: adds them to the next table under these names.
 FOREIGN_KEYS = (
@@ -85,22 +94,28 @@ LEFT JOIN review_thresholds rg ON rg.model_version = c.model_version
 """
 
 # The choice for every item at once, exactly as the old window view ranked tags: the
-# active version first, then the newest tag, then the highest version name.
+# active version first, then the newest tag, then the highest version name; among the
+# tags of versions that are or were active (SHOWN_VERSIONS).
 _RANK = (
     f"CASE WHEN t.model_version = COALESCE({ACTIVE}, '') THEN 0 ELSE 1 END, "
     "t.tagged_at DESC, t.model_version DESC"
 )
+# On Postgres the versions are an array computed once (an InitPlan) and each tag is
+# filtered against it as the one sorted pass over the tags primary key reads it: a join
+# with model_versions could be planned as a hash join, whose output is unordered, and
+# then sort every tag of the catalogue.
 _CHOOSE_PG = f"""
 SELECT DISTINCT ON (t.item_id) t.item_id, t.model_version, t.gender, t.gender_score,
        t.product_type, t.product_score, t.tagged_at, t.product_margin
-FROM tags t ORDER BY t.item_id, {_RANK}
+FROM tags t WHERE t.model_version = ANY (ARRAY({SHOWN_VERSIONS}))
+ORDER BY t.item_id, {_RANK}
 """
 _CHOOSE_PORTABLE = f"""
 SELECT {COLUMNS}, product_margin FROM (
     SELECT t.item_id, t.model_version, t.gender, t.gender_score, t.product_type,
            t.product_score, t.tagged_at, t.product_margin,
            ROW_NUMBER() OVER (PARTITION BY t.item_id ORDER BY {_RANK}) AS rank
-    FROM tags t
+    FROM tags t WHERE t.model_version IN ({SHOWN_VERSIONS})
 ) ranked WHERE rank = 1
 """
 # Fresh: the active version's tag, not older than the item's last change (a newer image or
@@ -130,13 +145,15 @@ WHERE untagged AND EXISTS (SELECT 1 FROM {TABLE} c WHERE c.item_id = items.item_
 
 # A new tag replaces the item's current one when it is the same tag rewritten, or from the
 # active version, or when the item shows no active tag and the new one ranks first among
-# the rest (newer, or as new with a higher version name).
+# the rest (newer, or as new with a higher version name). A version never active writes
+# nothing here (and leaves its items untagged), as the choice above leaves its tags out.
 _NOTE_NEW = f"""
 INSERT INTO {TABLE} ({COLUMNS}, fresh, {EXTRA})
 SELECT {_SHOWN.format(fresh=_FRESH)}
 FROM tags c JOIN items i ON i.item_id = c.item_id
 LEFT JOIN labels l ON l.item_id = c.item_id
 WHERE c.model_version = :version AND c.item_id IN ({{ids}})
+  AND c.model_version IN ({SHOWN_VERSIONS})
 ON CONFLICT (item_id) DO UPDATE SET
     model_version = excluded.model_version, gender = excluded.gender,
     gender_score = excluded.gender_score, product_type = excluded.product_type,
@@ -149,7 +166,10 @@ WHERE excluded.model_version = {TABLE}.model_version
             OR (excluded.tagged_at = {TABLE}.tagged_at
                 AND excluded.model_version > {TABLE}.model_version)))
 """
-_NOTE_TAGGED = "UPDATE items SET untagged = FALSE WHERE untagged AND item_id IN ({ids})"
+_NOTE_TAGGED = f"""
+UPDATE items SET untagged = FALSE WHERE untagged AND item_id IN ({{ids}})
+  AND :version IN ({SHOWN_VERSIONS})
+"""
 
 
 def note_new_tags(*, session: Session, model_version: str, item_ids: Sequence[str]) -> None:
@@ -160,7 +180,7 @@ def note_new_tags(*, session: Session, model_version: str, item_ids: Sequence[st
         ids = ", ".join(f":{n}" for n in names)
         params = dict(zip(names, chunk, strict=True))
         session.execute(sa.text(_NOTE_NEW.format(ids=ids)), {"version": model_version, **params})
-        session.execute(sa.text(_NOTE_TAGGED.format(ids=ids)), params)
+        session.execute(sa.text(_NOTE_TAGGED.format(ids=ids)), {"version": model_version, **params})
 
 
 def refresh_current_tags(*, session: Session, swap_above: int | None = None) -> int:

@@ -32,9 +32,17 @@ CHUNK = 500
 # SQLAlchemy or the driver would treat an Enum member there.
 
 
-def open_job(*, session: Session, kind: JobKind, source: str | None, batch_size: int) -> Job:
+def open_job(
+    *,
+    session: Session,
+    kind: JobKind,
+    source: str | None,
+    batch_size: int,
+    model_version: str | None = None,
+) -> Job:
     """A queued job with no items yet (flushed, so it has its id): set-based planners fill
-    its ledger with INSERT ... SELECT and then set ``total`` from the row count."""
+    its ledger with INSERT ... SELECT and then set ``total`` from the row count.
+    ``model_version``: a shadow job's version (see :func:`shadow_version`)."""
     now = utcnow()
     job = Job(
         kind=kind,
@@ -44,6 +52,7 @@ def open_job(*, session: Session, kind: JobKind, source: str | None, batch_size:
         batch_size=batch_size,
         created_at=now,
         updated_at=now,
+        model_version=model_version,
     )
     session.add(job)
     session.flush()
@@ -75,6 +84,18 @@ def get_job(*, session: Session, job_id: int) -> Job:
     if job is None:
         raise UnknownJob(f"no job with id {job_id}")
     return job
+
+
+def shadow_version(*, session: Session, job_id: int) -> str | None:
+    """The version a shadow job tags its items with (``tagger model compare``); None for
+    every other job, which tags with whichever version is active when a batch runs.
+
+    A shadow job's tags are stored under that version and never shown as current, and its
+    failures stay in its own ledger (tagger.tags.save_batch); the sweep neither counts its
+    pending items as busy nor takes them over (tagger.sweep, :func:`hand_over_job`)."""
+    return session.scalar(
+        sa.select(Job.model_version).where(Job.id == job_id, Job.kind == JobKind.SHADOW.value)
+    )
 
 
 def list_jobs(*, session: Session, limit: int = 20) -> list[Job]:
@@ -266,10 +287,14 @@ def _hand_over(
 ) -> dict[int, int]:
     now = utcnow()
     others = [s.value for s in ACTIVE_STATUSES]
+    shadow = JobKind.SHADOW.value
     # Only queued/running jobs have pending items; most of the time there are none besides
-    # this one, and then there is nothing to read.
+    # this one, and then there is nothing to read. A shadow job's items are never taken
+    # over: it tags with another version, so its pending items are not the sweep's work.
     if not session.scalar(
-        sa.select(sa.exists().where(Job.status.in_(others), Job.id != to_job_id))
+        sa.select(
+            sa.exists().where(Job.status.in_(others), Job.id != to_job_id, Job.kind != shadow)
+        )
     ):
         return {}
     statuses = ", ".join(f"'{s}'" for s in others)
@@ -279,7 +304,7 @@ def _hand_over(
         INSERT INTO job_items (job_id, item_id, state, updated_at, attempts, deaths)
         SELECT b.job_id, {member_id(session)}, :moved, :now, 0, 0
         FROM jobs j JOIN {members_sql(session)} ON b.job_id = j.id
-        WHERE j.status IN ({statuses}) AND j.id <> :to
+        WHERE j.status IN ({statuses}) AND j.id <> :to AND j.kind <> :shadow
           AND {member_id(session)} IN (SELECT item_id FROM ({mine}) mine)
         ON CONFLICT (job_id, item_id) DO UPDATE SET
             state = excluded.state, started_at = NULL, updated_at = excluded.updated_at
@@ -291,6 +316,7 @@ def _hand_over(
         "to": to_job_id,
         "moved": ItemState.MOVED.value,
         "pending": ItemState.PENDING.value,
+        "shadow": shadow,
         "now": now,
     }
     if is_postgres(session):

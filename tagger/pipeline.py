@@ -24,8 +24,8 @@ from tagger.batching import unique
 from tagger.db import Item, ModelVersion
 from tagger.exceptions import ItemError, NoActiveModel, WorkerCrash
 from tagger.images import decode_many
-from tagger.jobs import end_delivery, mark_started, start_delivery
-from tagger.registry import get_active_model_version
+from tagger.jobs import end_delivery, mark_started, shadow_version, start_delivery
+from tagger.registry import get_active_model_version, get_model_version
 from tagger.settings import Settings
 from tagger.storage import fetch_many, make_s3_client
 from tagger.tags import save_batch
@@ -57,9 +57,17 @@ class BatchOutcome:
     runtime: str = ""
 
 
+#: The roles a loaded model plays in a process: the active version's (ordinary jobs) and
+#: a shadow job's candidate (`tagger model compare`). One model per role stays loaded, so a
+#: worker taking batches of both in turn never reloads, and one that never sees a shadow
+#: job holds one model, as before.
+ROLES = ("active", "shadow")
+
+
 class BatchTagger:
-    """Tags batches of item ids with the active model version, loading it once per process
-    and re-checking which version is active before every batch."""
+    """Tags batches of item ids with the active model version (or a shadow job's own),
+    loading each once per process and re-checking which version is active before every
+    batch."""
 
     def __init__(
         self,
@@ -75,11 +83,13 @@ class BatchTagger:
         self.session_factory = session_factory
         self._s3_client_factory = s3_client_factory or (lambda: make_s3_client(settings))
         self._s3_client: Any = None
-        self._model: LoadedModel | None = None
         self._loader: ModelLoader | None = None
         self._lock = threading.Lock()
-        # (version, its load in flight): see model_for
-        self._loading: tuple[str, Future[LoadedModel]] | None = None
+        # the loaded models and the loads in flight, by version; the version each role
+        # uses now (see model_for)
+        self._models: dict[str, LoadedModel] = {}
+        self._loading: dict[str, Future[LoadedModel]] = {}
+        self._roles: dict[str, str] = {}
 
     @property
     def s3_client(self) -> Any:
@@ -88,31 +98,48 @@ class BatchTagger:
         return self._s3_client
 
     # --- model ---------------------------------------------------------------------
-    def model_for(self, version: ModelVersion) -> LoadedModel:
+    def model_for(self, version: ModelVersion, *, shadow: bool = False) -> LoadedModel:
         """The loaded model of ``version``; loads it (once) when the active one changed,
-        between batches: a roll-out needs no restart.
+        between batches: a roll-out needs no restart. ``shadow``: for a shadow job's batch.
+
+        One model per role (ROLES) stays loaded: a version no role uses any more is dropped
+        before another is loaded, so a process holds at most two models, and one while it
+        sees no shadow job. When a roll-out activates the candidate a worker was shadowing,
+        that model is already loaded.
 
         The load runs in a thread of its own and the batch waits for it. A batch's soft
         time limit interrupts only the wait: the load carries on, and the next delivery
         waits for the same load instead of starting over, so a model that takes longer
         to load than the limit (a slow or busy host) is still loaded in the end.
         """
+        name = version.version
         with self._lock:
-            if self._model is not None and self._model.version == version.version:
-                return self._model
-            if self._loading is None or self._loading[0] != version.version:
-                self._model = None  # drop the old one before loading: one in memory at a time
-                self._loading = (version.version, self._start_load(version))
-            future = self._loading[1]
+            self._roles[ROLES[1] if shadow else ROLES[0]] = name
+            used = set(self._roles.values())
+            # Drop what no role uses before loading anything: memory holds what is needed.
+            for held in [v for v in (*self._models, *self._loading) if v not in used]:
+                self._models.pop(held, None)
+                self._loading.pop(held, None)
+            if name in self._models:
+                return self._models[name]
+            if name not in self._loading:
+                self._loading[name] = self._start_load(version)
+            future = self._loading[name]
         try:
             model = future.result()
         finally:
             with self._lock:
-                if future.done() and self._loading is not None and self._loading[1] is future:
-                    self._loading = None  # loaded, or failed: a later batch loads afresh
+                if future.done() and self._loading.get(name) is future:
+                    del self._loading[name]  # loaded, or failed: a later batch loads afresh
                     if future.exception() is None:
-                        self._model = future.result()
+                        self._models[name] = future.result()
         return model
+
+    @property
+    def loaded_versions(self) -> list[str]:
+        """The versions whose models this process holds now."""
+        with self._lock:
+            return sorted(self._models)
 
     def _start_load(self, version: ModelVersion) -> Future[LoadedModel]:
         future: Future[LoadedModel] = Future()
@@ -163,23 +190,30 @@ class BatchTagger:
         anything risky), so a batch whose deliveries keep dying is split, not re-run."""
         ids = unique(item_ids)
         clock = _Stopwatch()
+        shadow: str | None = None
         with self.session_factory.begin() as session:
             if job_id is not None:
                 mark_started(session=session, job_id=job_id)
+                shadow = shadow_version(session=session, job_id=job_id)
                 deaths = start_delivery(session=session, job_id=job_id, item_ids=ids)
                 worst = max(deaths.values(), default=0)
                 if worst - deaths_before >= self.settings.max_batch_deaths:
                     return self._isolate(
                         session, job_id, sorted(deaths), worst, died=worst - deaths_before
                     )
-            active = get_active_model_version(session=session)
+            if shadow is not None:
+                # A shadow job tags with its own version, active or not (UnknownModelVersion,
+                # not retried, fails the batch's items in the job's ledger if it is gone).
+                active = get_model_version(session=session, version=shadow)
+            else:
+                active = get_active_model_version(session=session)
             if active is None:
                 raise NoActiveModel("no active model version")
             session.expunge(active)
             items = {
                 i.item_id: i for i in session.scalars(sa.select(Item).where(Item.item_id.in_(ids)))
             }
-        model = self.model_for(active)
+        model = self.model_for(active, shadow=shadow is not None)
         clock.lap("load")
         outcome = BatchOutcome(job_id=job_id, model_version=active.version)
         outcome.unknown = [i for i in ids if i not in items]

@@ -9,8 +9,9 @@ It queues, as one ``retag`` job:
 - with ``all_``, every item.
 Items already pending in a job that is still making progress are left alone; items
 pending in a stalled job are handed over (that job is closed with them counted as
-``moved``). A Postgres advisory lock makes two sweeps fired at once queue the work only
-once.
+``moved``). Shadow jobs (``tagger model compare``: a candidate version's tags, never
+shown) count for neither: their items are queued as if they were in no job. A Postgres
+advisory lock makes two sweeps fired at once queue the work only once.
 
 Planning is set-based so it stays fast on a 10 M-item catalogue: the job's batches are
 written with ``INSERT INTO job_batches ... SELECT`` straight from the queries below
@@ -95,7 +96,11 @@ def live_pending(session: Session, now: datetime, settings: Settings) -> sa.Subq
     """The items pending in a queued/running job that made progress recently (not stalled):
     the members of those jobs' batches without a settled ledger row. Read once per plan
     and anti-joined (NOT EXISTS): Postgres hashes it, where NOT IN over a large pending set
-    is re-scanned per item once it outgrows work_mem."""
+    is re-scanned per item once it outgrows work_mem.
+
+    Shadow jobs (``tagger model compare``) are left out: they tag with a candidate version
+    whose tags are never shown, so an item pending in one still needs the active version's
+    tag, and the sweep queues it as if the shadow job were not there."""
     statuses = ", ".join(f"'{s.value}'" for s in ACTIVE_STATUSES)
     since = sa.bindparam(
         "busy_since", now - timedelta(seconds=settings.stall_after), sa.DateTime(timezone=True)
@@ -105,7 +110,7 @@ def live_pending(session: Session, now: datetime, settings: Settings) -> sa.Subq
         SELECT {member_id(session)} AS item_id FROM jobs j JOIN {members_sql(session)}
             ON b.job_id = j.id
         WHERE j.status IN ({statuses}) AND j.updated_at >= :busy_since
-          AND {not_settled(session, "j.id")}
+          AND j.kind <> '{JobKind.SHADOW.value}' AND {not_settled(session, "j.id")}
         """
     ).bindparams(since)
     return sql.columns(sa.column("item_id", sa.String)).subquery("live")

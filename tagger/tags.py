@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,9 +23,11 @@ from tagger.db import (
     utcnow,
 )
 from tagger.exceptions import ItemError
-from tagger.jobs import CHUNK, record_outcomes
+from tagger.jobs import CHUNK, record_outcomes, shadow_version
 from tagger.ledger import member_ids
 from tagger.scoring import Prediction
+
+log = logging.getLogger(__name__)
 
 
 def save_batch(
@@ -37,8 +40,20 @@ def save_batch(
 ) -> None:
     """Upsert tags and failures for one batch and move the job's counters, in the caller's
     transaction. Rows are sorted by key so concurrent batches lock in the same order (no
-    deadlocks) and de-duplicated (no "cannot affect row a second time")."""
+    deadlocks) and de-duplicated (no "cannot affect row a second time").
+
+    A shadow job's batch (``tagger model compare``: tagger.jobs.shadow_version) writes its
+    tags and its ledger only: no current row changes, ``items.untagged`` stays as it was,
+    and the ``failures`` table is not touched. That table drives the nightly sweep's
+    retries (attempts, back-off, "still failing" since the last change), which are about
+    the active version's tagging; a candidate failing on an image, or tagging one that had
+    failed, says nothing about those. Its failed items are settled as ``failed`` in the
+    job's ledger (``job_items.state``, counted in ``jobs.failed``: `tagger jobs ID`), and
+    their reasons go to the worker's log and metrics."""
     now = utcnow()
+    shadow = job_id is not None and shadow_version(session=session, job_id=job_id) is not None
+    if shadow:
+        _log_shadow_failures(job_id, failures)
     if predictions:
         stmt = insert(session, Tag)
         stmt = stmt.on_conflict_do_update(
@@ -69,11 +84,12 @@ def save_batch(
         ]
         for chunk in chunked(rows, CHUNK):
             session.execute(stmt, chunk)
+    if predictions and not shadow:
         note_new_tags(session=session, model_version=model_version, item_ids=list(predictions))
         # A tagged item is no longer broken.
         for chunk in chunked(sorted(predictions), CHUNK):
             session.execute(sa.delete(Failure).where(Failure.item_id.in_(chunk)))
-    if failures:
+    if failures and not shadow:
         stmt = insert(session, Failure)
         stmt = stmt.on_conflict_do_update(
             index_elements=[Failure.item_id],
@@ -103,6 +119,11 @@ def save_batch(
         record_outcomes(
             session=session, job_id=job_id, tagged=list(predictions), failed=list(failures)
         )
+
+
+def _log_shadow_failures(job_id: int | None, failures: Mapping[str, ItemError]) -> None:
+    for item_id, err in sorted(failures.items()):
+        log.warning("shadow job %s: item %s failed (%s): %s", job_id, item_id, err.reason, err)
 
 
 @dataclass(frozen=True)
@@ -212,8 +233,11 @@ def _tag_select(query: TagQuery, *, session: Session):
 def prune_tags(*, session: Session, keep: int) -> int:
     """Delete all but each item's ``keep`` most relevant tags; returns rows deleted.
 
-    Tags rank as the current_tags view ranks them (active version first, then newest),
-    so with ``keep >= 1`` every item keeps the tag it currently shows.
+    Tags rank as the current_tags view ranks them (active version first, then newest,
+    among versions that have been active), so with ``keep >= 1`` every item keeps the tag
+    it currently shows; tags of versions never active (a candidate's shadow tags, which
+    are never shown) rank after all of those, so they never cost an item the tag of an
+    earlier version it would show after a rollback.
     """
     if keep < 1:
         raise ValueError("keep must be at least 1: an item's current tag is never pruned")
@@ -230,7 +254,11 @@ def prune_tags(*, session: Session, keep: int) -> int:
         .over(
             partition_by=Tag.item_id,
             order_by=(
-                sa.case((ModelVersion.is_active.is_(True), 0), else_=1),
+                sa.case(
+                    (ModelVersion.is_active.is_(True), 0),
+                    (ModelVersion.activated_at.is_not(None), 1),
+                    else_=2,
+                ),
                 Tag.tagged_at.desc(),
                 Tag.model_version.desc(),
             ),

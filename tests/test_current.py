@@ -1,6 +1,7 @@
 """Current tags kept in a table: every write, re-import, activation, rollback and prune leaves
-exactly the choice the old per-query window made (the active version's tag, else the newest),
-and the flags the sweep reads (items.untagged, current rows' fresh) true to their meaning."""
+exactly the choice the old per-query window made (the active version's tag, else the newest,
+among versions that are or were active), and the flags the sweep reads (items.untagged,
+current rows' fresh) true to their meaning."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from tests.factories import add_model_version
 
 VERSIONS = ("v1", "v2", "v3")
 
-# The definition current_tags had before the table: every tag ranked per item, per query.
+# The definition current_tags had before the table: every tag ranked per item, per query;
+# since shadow roll-outs, of the versions that are or were active only (a candidate's
+# shadow tags, of a version never activated, are never shown).
 REFERENCE = """
 SELECT item_id, model_version, gender, product_type, product_score FROM (
     SELECT t.item_id, t.model_version, t.gender, t.product_type, t.product_score,
@@ -31,6 +34,7 @@ SELECT item_id, model_version, gender, product_type, product_score FROM (
                ORDER BY CASE WHEN mv.is_active THEN 0 ELSE 1 END, t.tagged_at DESC,
                         t.model_version DESC) AS rank
     FROM tags t JOIN model_versions mv ON mv.version = t.model_version
+    WHERE mv.is_active OR mv.activated_at IS NOT NULL
 ) ranked WHERE rank = 1
 """
 
@@ -68,7 +72,9 @@ SELECT item_id FROM items WHERE untagged
 UNION SELECT item_id FROM current_tag_rows WHERE NOT fresh
 """
 UNTAGGED = """
-SELECT item_id FROM items i WHERE NOT EXISTS (SELECT 1 FROM tags t WHERE t.item_id = i.item_id)
+SELECT item_id FROM items i WHERE NOT EXISTS (
+    SELECT 1 FROM tags t JOIN model_versions mv ON mv.version = t.model_version
+    WHERE t.item_id = i.item_id AND (mv.is_active OR mv.activated_at IS NOT NULL))
 """
 
 
@@ -80,10 +86,13 @@ def _flags_hold(session) -> bool:
     return ids(FLAGGED) == ids(STALE) and flagged_untagged == ids(UNTAGGED)
 
 
-def _catalogue(sessions, n: int) -> None:
+def _catalogue(sessions, n: int, *, served: tuple[str, ...] = ()) -> None:
+    """n items and VERSIONS, v1 active; the ``served`` ones were active before it (their
+    tags may show as an item's newest), the others never were."""
     with sessions.begin() as s:
         for v in VERSIONS:
-            add_model_version(s, v, activate=v == "v1")
+            add_model_version(s, v, activate=v in served)
+        activate_model_version(session=s, version="v1")
         s.add_all([Item(item_id=f"i{k:03d}", image_uri=f"/x/{k}.jpg") for k in range(n)])
 
 
@@ -143,11 +152,41 @@ def test_random_history_matches_the_ranking_on_sqlite(tmp_path):
     _random_history(make_session_factory(make_engine(url)), seed=7, n=20, swap_above=None)
 
 
+def test_a_never_active_versions_tag_is_never_shown_even_when_newest(session_factory):
+    """A tag of a version never activated (a candidate's shadow tag) shows neither when it
+    is written nor, as an item's newest tag, after another version's activation; the item
+    it alone tags stays untagged. Once that version is activated, its tags show."""
+    _catalogue(session_factory, 2)
+    rng = random.Random(2)
+    # v1 (active) tags i000; v3, never active, tags both items later.
+    for version, ids in (("v1", ["i000"]), ("v3", ["i000", "i001"])):
+        with session_factory.begin() as s:
+            preds = {i: _pred(rng) for i in ids}
+            save_batch(
+                session=s, job_id=None, model_version=version, predictions=preds, failures={}
+            )
+    with session_factory() as s:
+        assert {r[0]: r[1] for r in _shown(s)} == {"i000": "v1"}
+        assert s.get(Item, "i001").untagged and _flags_hold(s)
+    for swap_above in (10**9, 0):  # v2, which tagged nothing, is activated: newest rule
+        with session_factory.begin() as s:
+            activate_model_version(session=s, version="v2")
+            refresh_current_tags(session=s, swap_above=swap_above)
+        with session_factory() as s:
+            assert {r[0]: r[1] for r in _shown(s)} == {"i000": "v1"}
+            assert _shown(s) == _reference(s) and _flags_hold(s)
+    with session_factory.begin() as s:
+        activate_model_version(session=s, version="v3")
+    with session_factory() as s:
+        assert {r[0]: r[1] for r in _shown(s)} == {"i000": "v3", "i001": "v3"}
+        assert not s.get(Item, "i001").untagged and _flags_hold(s)
+
+
 def test_active_tag_wins_over_a_newer_one_and_newest_wins_otherwise(session_factory):
     """An older tag of the active version stays shown over a newer one of another version;
     without an active tag the newest shows; a rewrite of the shown tag shows its new
     values."""
-    _catalogue(session_factory, 2)
+    _catalogue(session_factory, 2, served=VERSIONS)
     rng = random.Random(1)
     # v1 (active) tags i000 only; v2, later, tags both.
     for version, ids in (("v1", ["i000"]), ("v2", ["i000", "i001"])):
@@ -196,7 +235,7 @@ def test_swap_is_atomic_for_readers_and_writers_land_in_the_new_table(session_fa
     (old choice or new, never none or two), and a batch written meanwhile waits and then
     shows in the swapped-in table."""
     n = 300
-    _catalogue(session_factory, n)
+    _catalogue(session_factory, n, served=VERSIONS)
     ids = [f"i{k:03d}" for k in range(n)]
     rng = random.Random(3)
     for version in ("v1", "v2"):
@@ -244,7 +283,7 @@ def test_swap_is_atomic_for_readers_and_writers_land_in_the_new_table(session_fa
 
 def test_reference_ranking_uses_tagged_at_then_version(session_factory):
     """Ties in tagged_at fall to the higher version name, as before."""
-    _catalogue(session_factory, 1)
+    _catalogue(session_factory, 1, served=VERSIONS)
     now = utcnow()
     with session_factory.begin() as s:
         activate_model_version(session=s, version="v3")

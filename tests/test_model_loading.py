@@ -70,10 +70,30 @@ def test_a_failed_load_is_tried_again_by_the_next_batch():
     assert tagger.model_for(v1).version == "v1" and calls == ["failed", "v1"]
 
 
+def _v(name: str) -> SimpleNamespace:
+    return SimpleNamespace(version=name, artifact_uri="")
+
+
 def test_a_new_version_replaces_the_loaded_one():
     """Activating another version loads it once; the old model is dropped."""
     calls: list[str] = []
     tagger = _tagger(0.0, calls)
-    assert tagger.model_for(SimpleNamespace(version="v1", artifact_uri="")).version == "v1"
-    assert tagger.model_for(SimpleNamespace(version="v2", artifact_uri="")).version == "v2"
-    assert calls == ["v1", "v2"] and tagger._model.version == "v2"
+    assert tagger.model_for(_v("v1")).version == "v1"
+    assert tagger.model_for(_v("v2")).version == "v2"
+    assert calls == ["v1", "v2"] and tagger.loaded_versions == ["v2"]
+
+
+def test_active_and_shadow_models_stay_loaded_side_by_side():
+    """Batches of an ordinary job and a shadow job in turn load each version once; a new
+    candidate replaces the old candidate only, and activating the candidate reuses it."""
+    calls: list[str] = []
+    tagger = _tagger(0.0, calls)
+    for _ in range(3):
+        assert tagger.model_for(_v("v1")).version == "v1"
+        assert tagger.model_for(_v("c1"), shadow=True).version == "c1"
+    assert calls == ["v1", "c1"] and tagger.loaded_versions == ["c1", "v1"]
+    tagger.model_for(_v("c2"), shadow=True)
+    assert calls == ["v1", "c1", "c2"] and tagger.loaded_versions == ["c2", "v1"]
+    # c2 is activated: the active role takes the loaded model, v1 is dropped
+    tagger.model_for(_v("c2"))
+    assert calls == ["v1", "c1", "c2"] and tagger.loaded_versions == ["c2"]

@@ -23,7 +23,7 @@ def test_the_words_are_the_ones_stored_and_shown():
     """The values are exactly the words the database and `tagger jobs` have always held."""
     assert [s.value for s in JobStatus] == ["queued", "running", "finished"]
     assert [s.value for s in ItemState] == ["pending", "tagged", "failed", "moved"]
-    assert [k.value for k in JobKind] == ["import", "run", "retag"]
+    assert [k.value for k in JobKind] == ["import", "run", "retag", "shadow"]
     assert ACTIVE_STATUSES == ("queued", "running")
     assert STALLED == "stalled" and STALLED not in ACTIVE_STATUSES
 

@@ -43,7 +43,7 @@ def _catalogue(session_factory):
     """One item for each case the sweep must tell apart."""
     now = utcnow()
     with session_factory.begin() as s:
-        _version(s, "old", active=False)
+        _version(s, "old", active=True)  # served before "new": its tags may show
         _version(s, "new", active=True)
         s.add_all(
             [

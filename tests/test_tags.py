@@ -106,7 +106,8 @@ def test_query_filters_by_labels_and_score(session_factory):
 
 
 def test_prune_keeps_each_items_current_tag_and_the_newest_others(session_factory):
-    """prune --keep 2 leaves at most two rows per item, always including the current tag."""
+    """prune --keep 2 leaves at most two rows per item, always including the current tag;
+    a never-active version's tag (a shadow tag), newest of all, ranks last."""
     from datetime import timedelta
 
     from tagger.current import refresh_current_tags
@@ -116,10 +117,11 @@ def test_prune_keeps_each_items_current_tag_and_the_newest_others(session_factor
     _setup(session_factory, n=2)
     now = utcnow()
     with session_factory.begin() as s:
-        for name in ("v0", "v2", "v3"):
-            add_model_version(s, name)
-        # i0: tagged by four versions; the active v1 is the oldest tag of all.
-        for age, version in enumerate(["v3", "v2", "v0", "v1"]):
+        for name in ("v0", "v2", "v3", "cand"):
+            # all but the candidate were active once, before v1
+            add_model_version(s, name).activated_at = None if name == "cand" else now
+        # i0: tagged by five versions; the active v1 is the oldest tag of all.
+        for age, version in enumerate(["cand", "v3", "v2", "v0", "v1"]):
             s.add(
                 Tag(
                     item_id="i0",
@@ -149,7 +151,7 @@ def test_prune_keeps_each_items_current_tag_and_the_newest_others(session_factor
         # Written around save_batch: choose the current tags as an activation would.
         refresh_current_tags(session=s)
     with session_factory.begin() as s:
-        assert prune_tags(session=s, keep=2) == 2
+        assert prune_tags(session=s, keep=2) == 3
     with session_factory() as s:
         left = sorted(s.execute(sa.select(Tag.item_id, Tag.model_version)).all())
         current = query_tags(session=s, query=TagQuery())

@@ -25,12 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 
-from tagger.calibration import (
-    METHODS,
-    SOFTMAX_TEMPERATURE,
-    expected_calibration_error,
-    fit_calibration,
-)
+from tagger.calibration import METHODS, SOFTMAX_TEMPERATURE, expected_calibration_error
+from tagger.calibration_fit import fit_calibration
 from train.calibrate import calibrate
 from train.data import encode, read_labelled, split
 from train.evaluate import IMAGE_TEXT, predict_modes

@@ -13,6 +13,8 @@ folder (locally, or under an ``s3://`` prefix)::
     metrics.json    (optional) evaluation figures
     calibration.json (optional) per-head score calibration (``tagger.calibration``); an
                     artifact without it scores with its raw sigmoids
+    review.json     (optional) per-class review thresholds (``tagger.review``): the
+                    confidence under which a tag needs a person's look
 
 The Keras model has named inputs, ``image`` (raw 0-255 RGB pixels as float32, S x S x 3:
 the model rescales them itself) and ``caption`` (one string per image, only when the
@@ -40,6 +42,7 @@ import numpy as np
 import tagger
 from tagger.calibration import Calibration
 from tagger.exceptions import ArtifactError
+from tagger.review import ReviewThresholds
 
 if TYPE_CHECKING:
     import keras
@@ -57,6 +60,7 @@ CONFIG_FILE = "config.json"
 METADATA_FILE = "metadata.json"
 METRICS_FILE = "metrics.json"
 CALIBRATION_FILE = "calibration.json"
+REVIEW_FILE = "review.json"
 REQUIRED_FILES = (MODEL_FILE, LABELS_FILE, CONFIG_FILE, METADATA_FILE)
 ARTIFACT_FORMAT = 1
 
@@ -77,9 +81,10 @@ def save_artifact(
     metrics: dict[str, Any] | None = None,
     name: str | None = None,
     calibration: Calibration | None = None,
+    review: ReviewThresholds | None = None,
 ) -> Path:
-    """Write ``model`` and its labels, config and metadata (and, given one, its
-    calibration) to the folder ``path``.
+    """Write ``model`` and its labels, config and metadata (and, given them, its
+    calibration and review thresholds) to the folder ``path``.
 
     ``config`` is a mapping, or anything with a ``to_dict()`` (duck-typed, so the
     service does not depend on the trainer's config class).
@@ -90,6 +95,8 @@ def save_artifact(
     path = Path(path)
     labels = {GENDER_HEAD: list(gender_labels), PRODUCT_HEAD: list(product_labels)}
     _check_labels(labels, where="labels")
+    if review is not None:
+        _check_review(review, labels, where="review thresholds")
     inputs, sizes = model_signature(model)
     for head, head_labels in labels.items():
         if sizes.get(head) != len(head_labels):
@@ -134,24 +141,28 @@ def save_artifact(
     else:
         # Re-saving into a folder must not leave an older model's calibration behind.
         (path / CALIBRATION_FILE).unlink(missing_ok=True)
+    if review is not None:
+        _write_json(path / REVIEW_FILE, review.to_dict())
+    else:
+        (path / REVIEW_FILE).unlink(missing_ok=True)
     _write_json(path / LABELS_FILE, labels)
     return path
 
 
 def artifact_fingerprint(path: Path | str) -> str:
     """First 12 hex digits of sha256(labels.json bytes + model.keras bytes [+
-    calibration.json bytes, when there is one]).
+    calibration.json bytes] [+ review.json bytes], each optional file when there is one).
 
     Used as the default model version id: the same files always give the same id, and
-    any change to the weights, the label order or the calibration (which changes every
-    stored score) gives a new one. An artifact without calibration keeps the id it had
-    before calibration existed.
+    any change to the weights, the label order, the calibration (which changes every
+    stored score) or the review thresholds (which change which tags need review) gives a
+    new one. An artifact without calibration or review thresholds keeps the id it had
+    before they existed.
     """
     path = Path(path)
     digest = hashlib.sha256()
     fnames = [LABELS_FILE, MODEL_FILE]
-    if (path / CALIBRATION_FILE).is_file():
-        fnames.append(CALIBRATION_FILE)
+    fnames += [f for f in (CALIBRATION_FILE, REVIEW_FILE) if (path / f).is_file()]
     for fname in fnames:
         try:
             with open(path / fname, "rb") as f:
@@ -173,6 +184,8 @@ class ArtifactInfo:
     metrics: dict[str, Any]
     #: None for an artifact without calibration.json: its scores are used as they are
     calibration: Calibration | None = None
+    #: None for an artifact without review.json: no thresholds of its own
+    review: ReviewThresholds | None = None
 
     @property
     def gender_labels(self) -> list[str]:
@@ -212,6 +225,7 @@ def read_artifact_info(path: Path | str) -> ArtifactInfo:
         else metadata.get("metrics") or {}
     )
     calibration = _read_calibration(path / CALIBRATION_FILE, {GENDER_HEAD, PRODUCT_HEAD})
+    review = _read_review(path / REVIEW_FILE, labels)
     return ArtifactInfo(
         path=path,
         labels={GENDER_HEAD: labels[GENDER_HEAD], PRODUCT_HEAD: labels[PRODUCT_HEAD]},
@@ -219,6 +233,7 @@ def read_artifact_info(path: Path | str) -> ArtifactInfo:
         metadata=metadata,
         metrics=metrics,
         calibration=calibration,
+        review=review,
     )
 
 
@@ -233,6 +248,26 @@ def _read_calibration(path: Path, heads: set[str]) -> Calibration | None:
     if unknown:
         raise ArtifactError(f"{path}: calibration for unknown heads {sorted(unknown)}")
     return calibration
+
+
+def _read_review(path: Path, labels: dict[str, list[str]]) -> ReviewThresholds | None:
+    if not path.is_file():
+        return None
+    try:
+        review = ReviewThresholds.from_dict(_read_json(path))
+    except ValueError as e:
+        raise ArtifactError(f"{path}: {e}") from e
+    _check_review(review, labels, where=str(path))
+    return review
+
+
+def _check_review(review: ReviewThresholds, labels: dict[str, list[str]], *, where: str) -> None:
+    """Every class named has a threshold of a label of its head (a subset is fine: a
+    class without one never needs review)."""
+    for head in (GENDER_HEAD, PRODUCT_HEAD):
+        unknown = set(review.head(head)) - set(labels[head])
+        if unknown:
+            raise ArtifactError(f"{where}: {head} thresholds for unknown classes {sorted(unknown)}")
 
 
 def model_signature(model: keras.Model) -> tuple[set[str], dict[str, int]]:

@@ -1,27 +1,29 @@
-"""Calibrated scores: per-head temperature scaling, fitted, applied and serialised.
+"""Calibrated scores: per-head temperature scaling, applied and serialised.
 
 Pure numpy (no TensorFlow, database or storage imports), so the worker can apply a stored
-calibration and the trainer can fit one with the same code. Measuring calibration (ECE,
-reliability-diagram data, the top-two margin) is ``tagger.reliability``, re-exported here.
+calibration and the trainer can fit one with the same code. Fitting is
+``tagger.calibration_fit``; measuring calibration (ECE, reliability-diagram data, the
+top-two margin) is ``tagger.reliability``, re-exported here.
 
 Both heads are independent sigmoids trained with positive-weighted cross-entropy
 (``train.fit``), so their raw scores need not sum to one and are often over-confident: a
-weakly trained model can give 1.0 to two product types at once. Two methods are fitted,
-each one temperature ``T`` per head, the one minimising the validation split's negative
-log-likelihood (convex in ``1/T``: a bisection on its derivative finds it):
+weakly trained model can give 1.0 to two product types at once. A head's calibration is
+one temperature ``T`` and one of two methods:
 
 * ``softmax_temperature``: ``softmax(logit(p) / T)`` across the head's classes, with
   ``logit(p) = log(p / (1 - p))`` of the clipped score. Scores sum to one, so the margin
   between the top two says how close the call between them was;
-* ``sigmoid_temperature``: ``sigmoid(logit(p) / T)`` per class, fitted on every
-  one-vs-rest target. Scores stay independent.
+* ``sigmoid_temperature``: ``sigmoid(logit(p) / T)`` per class. Scores stay independent.
 
-Both keep each row's order of classes: tags do not change, only their scores.
+Both keep each row's order of classes: tags do not change, only their scores. A head's
+temperature is used only where cross-validation on the validation split says it lowers
+the expected calibration error (``HeadCalibration.applied``); otherwise the head keeps
+its raw scores, and the calibration records the temperature it turned down and why.
 
 ``softmax_temperature`` is the one fit uses. Measured by ``benchmarks/calibration.py``
-(a model trained from a random backbone on 816 synthetic items, 48 px, 12 epochs, seed
-42; calibrated on its 204-item validation split; ECE of the top class, 15 bins, on 680
-held-out synthetic items drawn with another seed):
+(models trained from a random backbone on 816 synthetic items, 48 px, 12 epochs, seed
+42; calibrated on their 204-item validation split; ECE of the top class, 15 bins, on
+680 held-out synthetic items drawn with another seed):
 
     model       head     input            top-1   raw ECE  softmax T  sigmoid T
     image+text  gender   image + caption  0.997    0.0066     0.0031     0.0029
@@ -31,18 +33,12 @@ held-out synthetic items drawn with another seed):
     image only  gender   image            0.993    0.0173     0.0050     0.0073
     image only  product  image            0.554    0.3119     0.0395     0.3080
 
-Where the raw scores are badly calibrated (a weak product head: top scores far above
-how often its tag is right, 13% or 55% of the time) only the softmax helps, by
-0.27-0.43: it shares the probability among the classes that all score high, which is
-exactly the hedging a set of independent sigmoids hides. The sigmoid temperature is
-fitted on every class's target, which the many true negatives dominate, and it barely
-moves the top class (T 1.02-1.16 there). Where the raw scores were already good (ECE
-under 0.035), both move them by 0.014 at most and stay within 0.01 of each other; the
-softmax's one loss there is the product head with captions, 0.0092 -> 0.0129.
+(figures from before the guard and the smoothed targets; to be measured again)
 
-A validation split on which a head is never wrong has no finite optimum (sharper is
-always likelier): the fit stops at ``T_MIN``, giving that head's scores near 0 and 1.
-That is what the split says; a split large enough to contain mistakes says more.
+A validation split on which a head is never wrong has no finite maximum-likelihood
+temperature (sharper is always likelier): fitting against Platt's smoothed targets
+(``tagger.calibration_fit``) keeps such a head's top scores near ``(n + 1) / (n + 2)``
+instead of 1.0.
 """
 
 from __future__ import annotations
@@ -54,9 +50,10 @@ from typing import Any
 import numpy as np
 
 # Measuring calibration is tagger.reliability's; re-exported (``X as X``) so that
-# fitting, applying and measuring are one import for the trainer and the tests.
-from tagger.reliability import N_BINS, as_matrix, expected_calibration_error
+# applying and measuring are one import for the trainer and the tests.
+from tagger.reliability import N_BINS, as_matrix
 from tagger.reliability import Reliability as Reliability
+from tagger.reliability import expected_calibration_error as expected_calibration_error
 from tagger.reliability import reliability as reliability
 from tagger.reliability import top_two_margin as top_two_margin
 
@@ -67,27 +64,34 @@ DEFAULT_METHOD = SOFTMAX_TEMPERATURE
 #: scores are clipped to [EPS, 1 - EPS] before the logit: float32 sigmoids saturate at
 #: exactly 0 and 1, whose logits are infinite; 1e-6 keeps logits within +-13.8
 EPS = 1e-6
-#: the temperature search's range: a validation split that a head gets entirely right
-#: pushes the optimum towards T -> 0 (infinitely sharp), and one with a confidently wrong
-#: item in a handful towards T -> infinity; the bounds keep such fits finite
-T_MIN, T_MAX = 0.05, 20.0
 
 
 @dataclass(frozen=True)
 class HeadCalibration:
-    """One head's fitted temperature and the validation figures it was chosen on."""
+    """One head's fitted temperature, whether it is used, and the validation figures
+    it was chosen on (all on the split it was fitted on)."""
 
     temperature: float
-    #: expected calibration error of the raw and the calibrated scores (fit split)
+    #: expected calibration error of the raw scores and of the scores as applied (the
+    #: calibrated ones when ``applied``, else the raw ones again)
     ece_before: float | None = None
     ece_after: float | None = None
     #: predictions it was fitted on
     items: int | None = None
+    #: False: the head keeps its raw scores (the temperature did not lower the
+    #: cross-validated ECE). Files written before the guard existed have no such key and
+    #: were always applied
+    applied: bool = True
+    #: cross-validated ECE of the temperature: each item's calibrated score comes from a
+    #: temperature fitted without it (``folds``-fold, averaged over repeated splits)
+    ece_cv: float | None = None
+    folds: int | None = None
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """A method and per-head parameters; a head without parameters is left as it is.
+    """A method and per-head parameters; a head without parameters, or whose parameters
+    are not ``applied``, is left as it is.
 
     A model that reads captions scores an item differently with and without one (the
     worker feeds an empty caption for an item without a title), so it has a second set,
@@ -113,11 +117,14 @@ class Calibration:
             number = isinstance(t, int | float) and not isinstance(t, bool)
             if not number or not np.isfinite(t) or t <= 0:
                 raise ValueError(f"calibration of {head!r}: temperature must be > 0, got {t!r}")
+            if not isinstance(params.applied, bool):
+                raise ValueError(f"calibration of {head!r}: applied must be true or false")
 
     def apply(
         self, head: str, probs: np.ndarray, captioned: bool | Sequence[bool] | np.ndarray = True
     ) -> np.ndarray:
-        """Calibrated (N, classes) scores of ``head``; raw ones where it has no parameters.
+        """Calibrated (N, classes) scores of ``head``; raw ones where it has no parameters
+        (or they are not applied).
 
         ``captioned``: per row (or for all), whether the model was fed a caption; rows fed
         none use ``uncaptioned``'s parameters where there are some.
@@ -128,7 +135,7 @@ class Calibration:
         with_caption = self.heads.get(head)
         without = self.uncaptioned.get(head, with_caption)
         for rows, params in ((mask, with_caption), (~mask, without)):
-            if params is not None and rows.any():
+            if params is not None and params.applied and rows.any():
                 out[rows] = transform(self.method, raw[rows], params.temperature)
         return out
 
@@ -158,15 +165,20 @@ class Calibration:
 
 
 def _heads_to_dict(heads: Mapping[str, HeadCalibration]) -> dict[str, Any]:
-    return {
-        head: {
+    out = {}
+    for head, p in heads.items():
+        row = {
             "temperature": float(p.temperature),
+            "applied": p.applied,
             "ece_before": _opt_float(p.ece_before),
             "ece_after": _opt_float(p.ece_after),
             "items": p.items,
         }
-        for head, p in heads.items()
-    }
+        # only where there was a cross-validation: older files round-trip unchanged
+        if p.ece_cv is not None or p.folds is not None:
+            row.update(ece_cv=_opt_float(p.ece_cv), folds=p.folds)
+        out[head] = row
+    return out
 
 
 def _heads_from_dict(heads: Any, key: str) -> dict[str, HeadCalibration]:
@@ -181,6 +193,9 @@ def _heads_from_dict(heads: Any, key: str) -> dict[str, HeadCalibration]:
             ece_before=p.get("ece_before"),
             ece_after=p.get("ece_after"),
             items=p.get("items"),
+            applied=p.get("applied", True),
+            ece_cv=p.get("ece_cv"),
+            folds=p.get("folds"),
         )
     return parsed
 
@@ -223,91 +238,6 @@ def transform(method: str, probs: np.ndarray, temperature: float) -> np.ndarray:
     if method == SIGMOID_TEMPERATURE:
         return sigmoid(z)
     raise ValueError(f"unknown calibration method {method!r}; one of {METHODS}")
-
-
-def fit_temperature(probs: np.ndarray, labels: np.ndarray, method: str = DEFAULT_METHOD) -> float:
-    """The temperature in [T_MIN, T_MAX] minimising the negative log-likelihood.
-
-    ``labels`` are class indices (N,) or, for ``sigmoid_temperature``, 0/1 targets
-    (N, classes) as well. The likelihood is convex in ``b = 1/T`` (log-sum-exp and
-    softplus of a linear function of ``b``), so its derivative only rises with ``b`` and a
-    bisection on the sign of that derivative (in log space, 60 steps: far below any
-    figure worth reporting) finds the optimum or the bound it lies beyond.
-    """
-    z = logits(as_matrix(probs))
-    y = _targets(labels, z.shape)
-    if z.shape[0] == 0:
-        raise ValueError("cannot fit a temperature on zero rows")
-    if method == SOFTMAX_TEMPERATURE:
-        if not np.all(y.sum(axis=1) == 1):
-            raise ValueError("softmax_temperature needs exactly one true class per row")
-        z_true = (z * y).sum(axis=1)
-
-        def slope(b: float) -> float:  # d/db mean(logsumexp(b z) - b z_true)
-            return float(np.mean((softmax(b * z) * z).sum(axis=1) - z_true))
-    elif method == SIGMOID_TEMPERATURE:
-
-        def slope(b: float) -> float:  # d/db mean(softplus(b z) - y b z)
-            return float(np.mean((sigmoid(b * z) - y) * z))
-    else:
-        raise ValueError(f"unknown calibration method {method!r}; one of {METHODS}")
-    lo, hi = np.log(1.0 / T_MAX), np.log(1.0 / T_MIN)
-    if slope(np.exp(lo)) >= 0:
-        return T_MAX
-    if slope(np.exp(hi)) <= 0:
-        return T_MIN
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        if slope(np.exp(mid)) > 0:
-            hi = mid
-        else:
-            lo = mid
-    return float(1.0 / np.exp((lo + hi) / 2))
-
-
-def fit_calibration(
-    heads: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    *,
-    uncaptioned: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
-    method: str = DEFAULT_METHOD,
-    bins: int = N_BINS,
-    fitted_on: str = "",
-) -> Calibration:
-    """Fit one temperature per head on {head: (raw probs (N, classes), class indices (N,))}
-    (and, for a text model, on the same split fed no captions: ``uncaptioned``), recording
-    each head's ECE before and after on the data it was fitted on."""
-
-    def fit_heads(data: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, HeadCalibration]:
-        fitted = {}
-        for head, (probs, labels) in data.items():
-            t = fit_temperature(probs, labels, method)
-            calibrated = transform(method, probs, t)
-            fitted[head] = HeadCalibration(
-                temperature=t,
-                ece_before=expected_calibration_error(probs, labels, bins=bins),
-                ece_after=expected_calibration_error(calibrated, labels, bins=bins),
-                items=int(np.asarray(labels).shape[0]),
-            )
-        return fitted
-
-    return Calibration(
-        method=method,
-        heads=fit_heads(heads),
-        uncaptioned=fit_heads(uncaptioned or {}),
-        bins=bins,
-        fitted_on=fitted_on,
-    )
-
-
-def _targets(labels: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    y = np.asarray(labels)
-    if y.shape == (shape[0],):
-        if y.size and (y.min() < 0 or y.max() >= shape[1]):
-            raise ValueError(f"class indices must be in [0, {shape[1]})")
-        return np.eye(shape[1])[y.astype(np.int64)]
-    if y.shape == shape:
-        return y.astype(np.float64)
-    raise ValueError(f"labels have shape {y.shape}, expected ({shape[0]},) or {shape}")
 
 
 def _opt_float(value: float | None) -> float | None:

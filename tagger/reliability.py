@@ -34,22 +34,33 @@ def reliability(scores: np.ndarray, labels: np.ndarray, *, bins: int = N_BINS) -
     labels = np.asarray(labels)
     if labels.shape != (s.shape[0],):
         raise ValueError(f"labels have shape {labels.shape}, expected ({s.shape[0]},)")
-    if s.shape[0] == 0:
+    return reliability_of(s.max(axis=1), s.argmax(axis=1) == labels, bins=bins)
+
+
+def reliability_of(
+    confidence: np.ndarray, correct: np.ndarray, *, bins: int = N_BINS
+) -> Reliability:
+    """Reliability-diagram data of predictions given as their confidence and whether each
+    was right: :func:`reliability` of the top class, or predictions of several heads
+    pooled (one ECE over all of them)."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    right = np.asarray(correct, dtype=np.float64)
+    if conf.ndim != 1 or right.shape != conf.shape:
+        raise ValueError(f"confidence {conf.shape} and correct {right.shape} must be (N,)")
+    if conf.shape[0] == 0:
         raise ValueError("no predictions to measure")
-    conf = s.max(axis=1)
-    correct = (s.argmax(axis=1) == labels).astype(np.float64)
     # Bins are (lower, upper], the first one [0, 1/bins]: a confidence of exactly 1.0 is
     # in the last bin and one of exactly 0 in the first.
     index = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)
     counts = np.bincount(index, minlength=bins)
     with np.errstate(invalid="ignore", divide="ignore"):
-        confidence = np.bincount(index, weights=conf, minlength=bins) / counts
-        accuracy = np.bincount(index, weights=correct, minlength=bins) / counts
-    gaps = np.where(counts > 0, np.abs(accuracy - confidence), 0.0)
+        mean_conf = np.bincount(index, weights=conf, minlength=bins) / counts
+        accuracy = np.bincount(index, weights=right, minlength=bins) / counts
+    gaps = np.where(counts > 0, np.abs(accuracy - mean_conf), 0.0)
     return Reliability(
         edges=np.linspace(0.0, 1.0, bins + 1),
         counts=counts,
-        confidence=confidence,
+        confidence=mean_conf,
         accuracy=accuracy,
         ece=float((gaps * counts).sum() / counts.sum()),
     )

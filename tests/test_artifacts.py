@@ -149,11 +149,21 @@ def test_artifact_without_calibration_reads_as_uncalibrated(tmp_path):
     assert read_artifact_info(_fake_artifact(tmp_path / "a")).calibration is None
 
 
+def _with_applied(calibration: dict) -> dict:
+    """A calibration.json written before the guard, as to_dict writes it now: each head's
+    temperature marked applied (as it always was then)."""
+    out = dict(calibration)
+    for key in ("heads", "uncaptioned"):
+        out[key] = {h: {**p, "applied": True} for h, p in calibration[key].items()}
+    return out
+
+
 def test_artifact_calibration_is_read(tmp_path):
-    """calibration.json is read into ArtifactInfo.calibration, parameters intact."""
+    """calibration.json is read into ArtifactInfo.calibration, parameters intact; one
+    written before the guard has every temperature applied."""
     path = _fake_artifact(tmp_path / "a", **{"calibration.json": json.dumps(CALIBRATION)})
     calibration = read_artifact_info(path).calibration
-    assert calibration is not None and calibration.to_dict() == CALIBRATION
+    assert calibration is not None and calibration.to_dict() == _with_applied(CALIBRATION)
 
 
 @pytest.mark.parametrize(
@@ -196,9 +206,81 @@ def test_save_writes_calibration_and_resave_without_drops_it(built, tmp_path):
     path = save_artifact(
         model, tmp_path / "c", calibration=Calibration.from_dict(CALIBRATION), **common
     )
-    assert read_artifact_info(path).calibration.to_dict() == CALIBRATION
+    assert read_artifact_info(path).calibration.to_dict() == _with_applied(CALIBRATION)
     save_artifact(model, path, **common)
     assert read_artifact_info(path).calibration is None
+
+
+REVIEW = {
+    "target_precision": 0.95,
+    "fitted_on": "validation split, 40 items",
+    "product": {"Dresses": 0.2, "Pants": 0.0, "Shorts": 0.35, "Skirts": 1.000001},
+    "gender": {"MEN": 0.7, "WOMEN": 0.65},
+}
+
+
+def test_artifact_review_is_read(tmp_path):
+    """review.json is read into ArtifactInfo.review; without it, review is None."""
+    assert read_artifact_info(_fake_artifact(tmp_path / "a")).review is None
+    path = _fake_artifact(tmp_path / "b", **{"review.json": json.dumps(REVIEW)})
+    review = read_artifact_info(path).review
+    assert review is not None
+    assert (review.product, review.gender) == (REVIEW["product"], REVIEW["gender"])
+    assert review.target_precision == 0.95 and review.fitted_on == REVIEW["fitted_on"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "JSON"),
+        (json.dumps([1]), "object"),
+        (json.dumps({**REVIEW, "target_precision": 0}), "target_precision"),
+        (json.dumps({**REVIEW, "product": {"Dresses": -1}}), "Dresses"),
+        (json.dumps({**REVIEW, "product": {"Hats": 0.2}}), "unknown classes"),
+        (json.dumps({**REVIEW, "gender": {"UNISEX": 0.2}}), "unknown classes"),
+    ],
+)
+def test_bad_review_is_an_artifact_error(tmp_path, text, message):
+    """A malformed review.json, or one naming a class the model does not have, is an
+    ArtifactError naming the file."""
+    path = _fake_artifact(tmp_path / "a", **{"review.json": text})
+    with pytest.raises(ArtifactError, match=message) as caught:
+        read_artifact_info(path)
+    assert "review.json" in str(caught.value)
+
+
+def test_fingerprint_covers_review_only_when_there_is_one(tmp_path):
+    """Adding or changing review.json changes the id; without it the id is as before,
+    with or without calibration.json."""
+    calibrated = {"calibration.json": json.dumps(CALIBRATION)}
+    for i, extra in enumerate(({}, calibrated)):
+        plain = artifact_fingerprint(_fake_artifact(tmp_path / f"a{i}", **extra))
+        path = _fake_artifact(tmp_path / f"b{i}", **extra, **{"review.json": json.dumps(REVIEW)})
+        reviewed = artifact_fingerprint(path)
+        assert reviewed != plain
+        (path / "review.json").write_text(json.dumps({**REVIEW, "target_precision": 0.9}))
+        assert artifact_fingerprint(path) not in (plain, reviewed)
+        (path / "review.json").unlink()
+        assert artifact_fingerprint(path) == plain
+
+
+@pytest.mark.slow
+def test_save_writes_review_and_resave_without_drops_it(built, tmp_path):
+    """save_artifact stores given review thresholds; saving again without them removes
+    the file; thresholds for a class the model lacks are refused."""
+    from tagger.artifacts import save_artifact
+    from tagger.review import ReviewThresholds
+
+    model, _ = built
+    common = dict(config={"image_size": SIZE}, gender_labels=GENDERS, product_labels=PRODUCTS)
+    review = ReviewThresholds.from_dict(REVIEW)
+    path = save_artifact(model, tmp_path / "r", review=review, **common)
+    assert read_artifact_info(path).review == review
+    save_artifact(model, path, **common)
+    assert read_artifact_info(path).review is None
+    bad = ReviewThresholds.from_dict({**REVIEW, "product": {"Hats": 0.1}})
+    with pytest.raises(ArtifactError, match="Hats"):
+        save_artifact(model, tmp_path / "bad", review=bad, **common)
 
 
 def test_read_artifact_info_of_missing_folder(tmp_path):

@@ -11,19 +11,24 @@ from tagger.calibration import (
     METHODS,
     SIGMOID_TEMPERATURE,
     SOFTMAX_TEMPERATURE,
-    T_MAX,
-    T_MIN,
     Calibration,
     HeadCalibration,
     apply_calibration,
     expected_calibration_error,
-    fit_calibration,
-    fit_temperature,
     reliability,
     sigmoid,
     softmax,
     top_two_margin,
     transform,
+)
+from tagger.calibration_fit import (
+    T_MAX,
+    T_MIN,
+    _stratified_folds,
+    cross_validated_ece,
+    fit_calibration,
+    fit_head,
+    fit_temperature,
 )
 
 
@@ -56,7 +61,7 @@ def test_ece_of_an_always_sure_always_half_right_model_is_one_half():
 
 def test_overconfident_set_ece_drops_after_fitting():
     """Scores sharpened far beyond their accuracy are much better calibrated after fitting."""
-    probs, labels = _softmax_set(20_000, 5, temperature=3.0, seed=1)
+    probs, labels = _softmax_set(5_000, 5, temperature=3.0, seed=1)
     held_probs, held_labels = _softmax_set(20_000, 5, temperature=3.0, seed=2)
     for method in METHODS:
         cal = fit_calibration({"product": (probs, labels)}, method=method)
@@ -83,10 +88,100 @@ def test_sigmoid_temperature_is_recovered_from_independent_targets():
 
 
 def test_temperature_stays_within_its_bounds():
-    """A split the model gets all right, or all wrong, gives a bounded temperature."""
+    """Against 0/1 targets a split the model gets all right, or all wrong, runs into a
+    bound; smoothed, the all-wrong one still does."""
     probs = np.array([[0.9, 0.2], [0.1, 0.8]])
-    assert fit_temperature(probs, np.array([0, 1])) == T_MIN
+    assert fit_temperature(probs, np.array([0, 1]), smoothed=False) == T_MIN
+    assert fit_temperature(probs, np.array([1, 0]), smoothed=False) == T_MAX
     assert fit_temperature(probs, np.array([1, 0])) == T_MAX
+
+
+def test_a_head_never_wrong_is_not_saturated():
+    """A split without a mistake: 0/1 targets run into T_MIN and store 1.0 (six decimals)
+    as most rows' top score; the smoothed targets' finite temperature keeps that to the
+    rows far ahead of their runner-up, and the mean under (n + 1) / (n + 2)."""
+    rng = np.random.default_rng(8)
+    n = 200
+    z = rng.normal(0.0, 2.0, (n, 4))
+    probs, labels = sigmoid(z), z.argmax(axis=1)
+
+    def saturated(t: float) -> float:
+        top = transform(SOFTMAX_TEMPERATURE, probs, t).max(axis=1)
+        return float(np.mean(np.round(top, 6) == 1.0)), float(top.mean())
+
+    assert fit_temperature(probs, labels, smoothed=False) == T_MIN
+    assert saturated(T_MIN)[0] > 0.7
+    t = fit_temperature(probs, labels)
+    assert T_MIN < t < T_MAX
+    share, mean = saturated(t)
+    assert share < 0.2 and mean < (n + 1) / (n + 2)
+
+
+def test_smoothed_targets_barely_move_a_large_fit():
+    """On 50,000 rows the smoothed and the 0/1 fit agree to 0.1%."""
+    probs, labels = _softmax_set(50_000, 6, temperature=2.5, seed=9)
+    hard = fit_temperature(probs, labels, smoothed=False)
+    assert fit_temperature(probs, labels) == pytest.approx(hard, rel=1e-3)
+
+
+def test_guard_keeps_a_temperature_that_lowers_the_cross_validated_ece():
+    """Over-confident scores: the cross-validated ECE of the temperature is far below the
+    raw one, so it is applied, and the recorded figures are what it gives."""
+    probs, labels = _softmax_set(1000, 5, temperature=3.0, seed=10)
+    head = fit_head(probs, labels)
+    assert head.applied and head.folds == 5
+    assert head.ece_cv < 0.5 * head.ece_before
+    calibrated = transform(SOFTMAX_TEMPERATURE, probs, head.temperature)
+    assert head.ece_after == pytest.approx(expected_calibration_error(calibrated, labels))
+    cal = Calibration(SOFTMAX_TEMPERATURE, {"product": head})
+    np.testing.assert_array_equal(cal.apply("product", probs), calibrated)
+
+
+def _calibrated_raw_set(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Raw top scores that are right as often as they say, half of them with a runner-up
+    scoring nearly as high: no one softmax temperature fits both halves."""
+    rng = np.random.default_rng(seed)
+    close = rng.random(n) < 0.5
+    conf = rng.uniform(0.6, 0.95, n)
+    raw = np.full((n, 3), 0.01)
+    raw[:, 0] = conf
+    raw[close, 1] = conf[close] - 0.02
+    right = rng.random(n) < conf
+    return raw, np.where(right, 0, np.where(close, 1, 2))
+
+
+def test_guard_keeps_raw_scores_a_temperature_would_worsen():
+    """Raw scores already calibrated that the softmax would distort: the temperature is
+    recorded but not applied, and the head's scores stay raw."""
+    raw, labels = _calibrated_raw_set(1000, seed=7)
+    head = fit_head(raw, labels)
+    assert not head.applied and head.ece_cv > head.ece_before
+    assert head.ece_after == head.ece_before
+    cal = Calibration(SOFTMAX_TEMPERATURE, {"product": head})
+    np.testing.assert_array_equal(cal.apply("product", raw), raw)
+    unguarded = fit_head(raw, labels, guard=False)
+    assert unguarded.applied and unguarded.ece_after > head.ece_after
+    assert unguarded.ece_cv is None and unguarded.folds is None
+
+
+def test_cross_validation_is_repeatable_and_needs_two_rows():
+    """The same split gives the same cross-validated ECE; folds never outnumber rows;
+    a single row cannot be cross-validated, so it keeps its raw scores."""
+    probs, labels = _softmax_set(300, 4, temperature=2.0, seed=11)
+    assert cross_validated_ece(probs, labels) == cross_validated_ece(probs, labels)
+    assert cross_validated_ece(probs[:3], labels[:3])[1] == 3
+    assert cross_validated_ece(probs[:1], labels[:1]) is None
+    one = fit_head(probs[:1], labels[:1])
+    assert not one.applied and one.folds is None and one.ece_after == one.ece_before
+
+
+def test_folds_share_the_mistakes():
+    """Stratified folds: each of 5 folds of 100 rows with 10 mistakes gets 2 of them."""
+    correct = np.ones(100, bool)
+    correct[::10] = False
+    fold = _stratified_folds(correct, 5, np.random.default_rng(0))
+    assert np.bincount(fold).tolist() == [20] * 5
+    assert np.bincount(fold[~correct]).tolist() == [2] * 5
 
 
 def test_softmax_scores_sum_to_one_and_keep_the_order():
@@ -143,6 +238,21 @@ def test_params_round_trip_through_json():
     np.testing.assert_array_equal(again.apply("product", probs), cal.apply("product", probs))
 
 
+def test_files_from_before_the_guard_load_as_applied():
+    """A head without an 'applied' key (written before the guard) is applied; one marked
+    not applied leaves its rows raw, whatever its temperature."""
+    raw = np.array([[0.9, 0.3, 0.1]])
+    old = Calibration.from_dict(
+        {"method": SOFTMAX_TEMPERATURE, "heads": {"product": {"temperature": 2.0}}}
+    )
+    assert old.heads["product"].applied and old.heads["product"].ece_cv is None
+    assert "ece_cv" not in old.to_dict()["heads"]["product"]
+    np.testing.assert_allclose(old.apply("product", raw), transform(SOFTMAX_TEMPERATURE, raw, 2.0))
+    params = {"temperature": 2.0, "applied": False}
+    off = Calibration.from_dict({"method": SOFTMAX_TEMPERATURE, "heads": {"product": params}})
+    np.testing.assert_array_equal(off.apply("product", raw), raw)
+
+
 def test_params_without_uncaptioned_part_load():
     """A calibration without an 'uncaptioned' key (an image-only model's) loads."""
     cal = Calibration.from_dict({"method": SOFTMAX_TEMPERATURE, "heads": {}})
@@ -175,6 +285,10 @@ def test_rows_without_caption_use_the_uncaptioned_temperature():
         ({"method": SOFTMAX_TEMPERATURE, "heads": {"gender": {"temperature": 0}}}, "> 0"),
         ({"method": SOFTMAX_TEMPERATURE, "heads": {"gender": {"temperature": "2"}}}, "> 0"),
         ({"method": SOFTMAX_TEMPERATURE, "heads": {}, "bins": 0}, "bins"),
+        (
+            {"method": SOFTMAX_TEMPERATURE, "heads": {"p": {"temperature": 1, "applied": "no"}}},
+            "applied",
+        ),
         ({"method": SOFTMAX_TEMPERATURE, "heads": {}, "uncaptioned": []}, "'uncaptioned'"),
         (
             {"method": SOFTMAX_TEMPERATURE, "heads": {}, "uncaptioned": {"p": {"temperature": -1}}},

@@ -1,11 +1,17 @@
-"""Calibrating a trained model on its validation split, and the reliability diagram.
+"""Calibrating a trained model on its validation split, its review thresholds, and the
+reliability diagram.
 
-The method and its figures are ``tagger.calibration``'s; this module feeds it fit's
-validation predictions (``train.evaluate.predict_modes``). A text model is calibrated
-twice per head: on the predictions with captions (the worker feeds an item's title) and,
-as the calibration's ``uncaptioned`` parameters, on the same items with their captions
-blanked (the worker's input for an item without a title). An image-only model has the
-one image-only set.
+The method and its figures are ``tagger.calibration``'s (fitted by
+``tagger.calibration_fit``); this module feeds it fit's validation predictions
+(``train.evaluate.predict_modes``). A text model is calibrated twice per head: on the
+predictions with captions (the worker feeds an item's title) and, as the calibration's
+``uncaptioned`` parameters, on the same items with their captions blanked (the worker's
+input for an item without a title). An image-only model has the one image-only set.
+
+The review thresholds (``tagger.review``) are fitted on the same split's calibrated
+scores; for a text model on both inputs pooled (each item once with its caption, once
+without), as the worker tags items with and without a title and one threshold per class
+serves both.
 """
 
 from __future__ import annotations
@@ -16,13 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from tagger.artifacts import GENDER_HEAD, PRODUCT_HEAD
-from tagger.calibration import (
-    DEFAULT_METHOD,
-    Calibration,
-    Reliability,
-    fit_calibration,
-    reliability,
-)
+from tagger.calibration import DEFAULT_METHOD, Calibration, Reliability, reliability
+from tagger.calibration_fit import fit_calibration
+from tagger.review import ReviewThresholds, fit_review_thresholds
 from train.evaluate import IMAGE_ONLY, IMAGE_TEXT
 
 RELIABILITY_FILE = "reliability.png"
@@ -41,7 +43,8 @@ def calibrate(
     fitted_on: str = "",
 ) -> Calibration:
     """One temperature per head (per head and caption use for a text model), fitted on
-    the predictions of each mode against the true class indices."""
+    the predictions of each mode against the true class indices, each used only where
+    cross-validation says it lowers the ECE (``tagger.calibration_fit``)."""
     if IMAGE_ONLY not in probs:  # predict_modes always has it; a text model both
         raise ValueError(f"no {IMAGE_ONLY} predictions to calibrate on: {sorted(probs)}")
     if IMAGE_TEXT in probs:
@@ -54,6 +57,32 @@ def calibrate(
         if uncaptioned is None
         else _by_head(uncaptioned, gender_true, product_true),
         method=method,
+        fitted_on=fitted_on,
+    )
+
+
+def review_thresholds(
+    calibration: Calibration,
+    probs: ModeProbs,
+    gender_true: np.ndarray,
+    product_true: np.ndarray,
+    *,
+    gender_labels: list[str],
+    product_labels: list[str],
+    fitted_on: str = "",
+) -> ReviewThresholds:
+    """Per-class review thresholds on the calibrated scores of every mode, pooled."""
+    scores = {GENDER_HEAD: [], PRODUCT_HEAD: []}
+    for mode, pair in probs.items():
+        for head, (raw, _) in _by_head(pair, gender_true, product_true).items():
+            scores[head].append(calibration.apply(head, raw, captioned=mode == IMAGE_TEXT))
+    return fit_review_thresholds(
+        np.concatenate(scores[GENDER_HEAD]),
+        np.tile(np.asarray(gender_true), len(probs)),
+        np.concatenate(scores[PRODUCT_HEAD]),
+        np.tile(np.asarray(product_true), len(probs)),
+        gender_labels=gender_labels,
+        product_labels=product_labels,
         fitted_on=fitted_on,
     )
 
@@ -96,7 +125,8 @@ def write_reliability(
 
 
 def format_calibration(calibration: Calibration) -> str:
-    """One line per head (and caption use): temperature and ECE before -> after."""
+    """One line per head (and caption use): the temperature, whether it is used (and its
+    cross-validated ECE against the raw scores'), and ECE before -> after."""
     lines = [f"calibration ({calibration.method}, {calibration.fitted_on}):"]
     groups = [("", calibration.heads)]
     if calibration.uncaptioned:
@@ -104,10 +134,28 @@ def format_calibration(calibration: Calibration) -> str:
         groups.append((MODE_NAMES[IMAGE_ONLY], calibration.uncaptioned))
     for mode, heads in groups:
         for head, p in heads.items():
+            used = "used" if p.applied else "raw kept"
+            cv = "" if p.folds is None else f", {p.folds}-fold ECE {_num(p.ece_cv)}"
             lines.append(
-                f"  {head:8}{mode:16} T {p.temperature:.3f}  "
+                f"  {head:8}{mode:16} T {p.temperature:.3f} ({used}{cv})  "
                 f"ECE {_num(p.ece_before)} -> {_num(p.ece_after)}  ({p.items} items)"
             )
+    return "\n".join(lines)
+
+
+def format_review(review: ReviewThresholds) -> str:
+    """The thresholds per head and class, and which classes took the pooled one."""
+    lines = [f"review thresholds (precision {review.target_precision:g}, {review.fitted_on}):"]
+    for head, measure in ((GENDER_HEAD, "score"), (PRODUCT_HEAD, "margin")):
+        support = review.support.get(head, {})
+        cells = []
+        for label, t in review.head(head).items():
+            n = support.get(label)
+            own = n is None or n >= review.min_predictions
+            cells.append(f"{label} {t:.3f}" + ("" if own else "*"))
+        pooled = review.pooled.get(head)
+        lines.append(f"  {head} {measure} (pooled {_num(pooled)}): " + ", ".join(cells))
+    lines.append(f"  * fewer than {review.min_predictions} predictions: the pooled threshold")
     return "\n".join(lines)
 
 

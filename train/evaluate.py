@@ -9,6 +9,12 @@ Two modes are always reported apart, because DeepFashion captions name the weare
 
 The flat headline keys of ``metrics.json`` (what ``tagger model list`` shows) are the
 image-only ones; the image+text ones carry a ``with_text_`` prefix.
+
+Each mode also has each head's expected calibration error (``gender_ece``,
+``product_ece``: top class, ``tagger.reliability``) of the raw scores and, for a model
+with a calibration, a ``calibrated`` block: the headline figures and ECEs of the scores
+the worker stores. Calibration keeps each row's order of classes, so accuracy, top-1 and
+F1 are the raw ones again; binary accuracy (a 0.5 cut), AUC and ECE change.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from typing import Any
 import numpy as np
 
 from tagger.artifacts import GENDER_HEAD, PRODUCT_HEAD
+from tagger.calibration import Calibration
+from tagger.reliability import expected_calibration_error
 from train.data import Example, encode, make_dataset
 from train.metrics import HEADLINE, evaluate
 
@@ -102,11 +110,13 @@ def evaluate_examples(
     batch_size: int = 32,
     source: str = "",
     probs: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    calibration: Calibration | None = None,
 ) -> dict[str, Any]:
     """Figures of ``model`` on ``examples``: image-only, and image+text for text models.
 
     ``probs``: :func:`predict_modes`'s result when the caller already has it (fit uses
     the same predictions for the calibration), so the model is not run twice.
+    ``calibration``: the artifact's; each mode then also has its ``calibrated`` figures.
     """
     g_true, p_true = encode(examples, gender_labels, product_labels, source)
     if probs is None:
@@ -122,19 +132,50 @@ def evaluate_examples(
         )
     metrics: dict[str, Any] = {"items": len(examples), "uses_text": use_text}
     for mode, (g_probs, p_probs) in probs.items():
-        metrics[mode] = evaluate(
-            gender_true=g_true,
-            gender_probs=g_probs,
-            product_true=p_true,
-            product_probs=p_probs,
-            gender_labels=gender_labels,
-            product_labels=product_labels,
-        )
+        metrics[mode] = _figures(g_true, g_probs, p_true, p_probs, gender_labels, product_labels)
+        if calibration is not None:
+            captioned = mode == IMAGE_TEXT
+            calibrated = _figures(
+                g_true,
+                calibration.apply(GENDER_HEAD, g_probs, captioned),
+                p_true,
+                calibration.apply(PRODUCT_HEAD, p_probs, captioned),
+                gender_labels,
+                product_labels,
+            )
+            metrics[mode]["calibrated"] = {k: calibrated[k] for k in REPORTED}
     for key in HEADLINE:
         metrics[key] = metrics[IMAGE_ONLY][key]
         if use_text:
             metrics[f"with_text_{key}"] = metrics[IMAGE_TEXT][key]
     return metrics
+
+
+#: the headline figures and the two heads' ECE: what a mode's ``calibrated`` block has
+ECE_KEYS = ("gender_ece", "product_ece")
+REPORTED = (*HEADLINE, *ECE_KEYS)
+
+
+def _figures(
+    g_true: np.ndarray,
+    g_probs: np.ndarray,
+    p_true: np.ndarray,
+    p_probs: np.ndarray,
+    gender_labels: Sequence[str],
+    product_labels: Sequence[str],
+) -> dict[str, Any]:
+    """train.metrics.evaluate's figures plus each head's ECE (None without rows)."""
+    figures = evaluate(
+        gender_true=g_true,
+        gender_probs=g_probs,
+        product_true=p_true,
+        product_probs=p_probs,
+        gender_labels=gender_labels,
+        product_labels=product_labels,
+    )
+    for key, probs, true in (("gender_ece", g_probs, g_true), ("product_ece", p_probs, p_true)):
+        figures[key] = expected_calibration_error(probs, true) if len(true) else None
+    return figures
 
 
 def write_report(
@@ -166,9 +207,14 @@ def format_report(metrics: dict[str, Any], *, per_class: bool = True) -> str:
     names = {IMAGE_ONLY: "image only", IMAGE_TEXT: "image + caption"}
     width = 24
     lines = [f"{'':{width}}" + "".join(f"{names[m]:>18}" for m in modes)]
-    for key in HEADLINE:
-        cells = "".join(f"{_num(metrics[m][key]):>18}" for m in modes)
+    for key in REPORTED:
+        cells = "".join(f"{_num(metrics[m].get(key)):>18}" for m in modes)
         lines.append(f"{key:{width}}{cells}")
+    if any("calibrated" in metrics[m] for m in modes):
+        lines.append("calibrated (the scores stored; same order of classes, so same tags):")
+        for key in ("gender_binary_accuracy", "product_auc", *ECE_KEYS):
+            cells = "".join(f"{_num(metrics[m].get('calibrated', {}).get(key)):>18}" for m in modes)
+            lines.append(f"  {key:{width - 2}}{cells}")
     lines.append(f"{'items':{width}}" + "".join(f"{metrics[m]['items']:>18}" for m in modes))
     if per_class:
         main = modes[-1]
@@ -208,6 +254,7 @@ def evaluate_artifact(
         use_text=model.uses_text,
         batch_size=batch_size,
         source=data.source,
+        calibration=model.calibration,
     )
     metrics["evaluated_on"] = f"{len(data.examples)} rows of {data.source} ({data.layout})"
     metrics["artifact"] = str(artifact)

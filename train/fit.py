@@ -6,7 +6,8 @@ neg/pos counted on the training split. Adam, early stopping on the validation lo
 checkpoint of the best epoch, whose weights are the ones saved; BatchNorm statistics are
 recomputed before each validation pass (train.batchnorm). After training, each head's
 scores are calibrated on the validation split (train.calibrate): the artifact carries the
-calibration, and a reliability diagram with the calibration error before and after.
+calibration, and a reliability diagram with the calibration error before and after; and
+per-class review thresholds fitted on the calibrated validation scores (review.json).
 
 A run is reproducible for a seed: the split, the weight initialisation, the shuffle and
 every augmentation draw follow ``FitOptions.seed``, and (``deterministic``, the default)
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from tagger.calibration import Calibration
+    from tagger.review import ReviewThresholds
     from train.data import LabelledSet
 
 HISTORY_FILE = "history.json"
@@ -92,6 +94,8 @@ class FitResult:
     seconds: float
     #: per-head score calibration fitted on the validation split (also in the artifact)
     calibration: Calibration | None = None
+    #: per-class review thresholds on the calibrated validation scores (also in it)
+    review: ReviewThresholds | None = None
     #: the trained Keras model (the best epoch's weights), as saved in the artifact
     model: Any = None
 
@@ -154,7 +158,13 @@ def _fit(
 
     from tagger.artifacts import save_artifact
     from train.batchnorm import Recalibrator, recalibrate_callback
-    from train.calibrate import calibrate, format_calibration, write_reliability
+    from train.calibrate import (
+        calibrate,
+        format_calibration,
+        format_review,
+        review_thresholds,
+        write_reliability,
+    )
     from train.data import check_training_classes, encode, make_dataset, split
     from train.evaluate import evaluate_examples, predict_modes, write_report
     from train.model import build_model
@@ -254,13 +264,22 @@ def _fit(
         source=data.source,
     )
     val_probs = predict_modes(model, val, **shape)
-    metrics = evaluate_examples(model, val, probs=val_probs, **shape)
+    val_true = encode(val, genders, products, data.source)
+    fitted_on = f"validation split, {len(val)} items"
+    calibration = calibrate(val_probs, *val_true, fitted_on=fitted_on)
+    review = review_thresholds(
+        calibration,
+        val_probs,
+        *val_true,
+        gender_labels=genders,
+        product_labels=products,
+        fitted_on=fitted_on + (", with and without captions" if config.use_text else ""),
+    )
+    metrics = evaluate_examples(model, val, probs=val_probs, calibration=calibration, **shape)
     metrics["evaluated_on"] = (
         f"validation split: {len(val)} of {len(data.examples)} rows of {data.source} "
         f"(--val-split {options.val_split}, --seed {options.seed})"
     )
-    val_true = encode(val, genders, products, data.source)
-    calibration = calibrate(val_probs, *val_true, fitted_on=f"validation split, {len(val)} items")
     metrics["training"] = {
         "train_items": len(train),
         "val_items": len(val),
@@ -283,11 +302,13 @@ def _fit(
         metrics=metrics,
         name=options.name or f"fit {Path(data.source).name}",
         calibration=calibration,
+        review=review,
     )
     (out / HISTORY_FILE).write_text(json.dumps(history, indent=2) + "\n", encoding="utf-8")
     write_report(out, metrics, history=history)
     write_reliability(out, calibration, val_probs, *val_true)
     log(format_calibration(calibration))
+    log(format_review(review))
     seconds = time.monotonic() - started
     return FitResult(
         artifact=out,
@@ -296,6 +317,7 @@ def _fit(
         best_epoch=best + 1,
         seconds=seconds,
         calibration=calibration,
+        review=review,
         model=inference,
     )
 

@@ -174,3 +174,43 @@ def add_model_version(session, version: str, *, activate: bool = False):
         uses_text=False,
         activate=activate,
     )
+
+
+def scored_prediction(
+    gender: str,
+    product_type: str,
+    *,
+    product_score: float,
+    margin: float | None,
+    gender_score: float = 0.9,
+):
+    """A Prediction with every class of GENDERS and PRODUCTS scored, as a worker stores
+    one: the product type at ``product_score``, the runner-up ``margin`` below it (None:
+    a tag from before margins, stored without one), the others lower still."""
+    from tagger.scoring import Prediction
+
+    runner_up = product_score - (margin if margin is not None else 0.1)
+    others = [p for p in PRODUCTS if p != product_type]
+    product = {product_type: product_score, others[0]: round(runner_up, 6)}
+    product |= {p: round(runner_up / (n + 2), 6) for n, p in enumerate(others[1:])}
+    other = round(1 - gender_score, 6)
+    scores = {"gender": {g: gender_score if g == gender else other for g in GENDERS}}
+    scores["product"] = product
+    return Prediction(gender, gender_score, product_type, product_score, scores, margin)
+
+
+def add_review_thresholds(
+    session, version: str, *, product_margin: float, gender_score: float
+) -> None:
+    """Every class of ``version`` gets these review thresholds (as registration stores
+    the defaults): a product tag whose margin is below ``product_margin``, or a gender tag
+    scoring below ``gender_score``, needs review."""
+    from tagger.db import ModelVersion
+    from tagger.thresholds import Defaults, store_thresholds
+
+    store_thresholds(
+        session=session,
+        version=session.get(ModelVersion, version),
+        fitted=None,
+        defaults=Defaults(product_margin=product_margin, gender_score=gender_score),
+    )

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import click
 
-from tagger.cli import admin, labels, query, review, stats, work
+from tagger.cli import admin, labels, query, review, stats, web, work
 from tagger.exceptions import TaggerError
 from tagger.settings import Settings, load_settings
 
@@ -40,6 +40,7 @@ for command in (
     review.review,
     work.retag,
     stats.stats,
+    web.web,
 ):
     cli.add_command(command)
 

@@ -22,7 +22,6 @@ import hashlib
 import os
 import re
 import shutil
-import sys
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -268,8 +267,8 @@ def _extension(data: bytes) -> str:
 
 def _move_into_place(tmp: Path, out: Path, *, force: bool) -> None:
     """Rename the finished export to ``out``. An absent or empty ``out`` is replaced by
-    one rename; a non-empty one (``force``) is swapped with it in one step on Linux, and
-    elsewhere by two renames (``out`` is missing for the instant between them)."""
+    one rename; a non-empty one (``force``) by two (``out`` is missing for the instant
+    between them: a rename cannot replace a non-empty folder)."""
     try:
         os.rename(tmp, out)
         return
@@ -278,8 +277,6 @@ def _move_into_place(tmp: Path, out: Path, *, force: bool) -> None:
             raise
         if not force:  # filled while we were exporting
             raise ExportError(f"{out} is not empty; give --force to replace it") from None
-    if _exchange(tmp, out):
-        return  # tmp now holds the old export; the caller removes it
     old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
     os.rename(out, old)
     try:
@@ -288,27 +285,6 @@ def _move_into_place(tmp: Path, out: Path, *, force: bool) -> None:
         os.rename(old, out)
         raise
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths atomically (Linux renameat2 with RENAME_EXCHANGE): readers of ``b``
-    see the old folder or the new one, never none. False where that is not available."""
-    if sys.platform != "linux":
-        return False
-    import ctypes
-
-    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
-    if renameat2 is None:  # a libc without it (musl, glibc < 2.28)
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                          ctypes.c_uint]  # fmt: skip
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # kernel or filesystem lacks it
-        return False
-    raise OSError(code, os.strerror(code), str(b))
 
 
 def storage_fetch(settings: Settings) -> Fetch:

@@ -12,9 +12,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tagger.db import upgrade
 from tagger.importer import import_items
+from tagger.pending import count_pending, stream_batches
 from tagger.pipeline import BatchTagger
 from tagger.registry import register_artifact
 from tagger.settings import Settings
+from tagger.shadow import ShadowPlan, plan_shadow_job
 from tagger.sources import load_items
 from tagger.states import JobKind
 from tagger.tags import TagQuery, query_tags
@@ -91,3 +93,41 @@ def run_embedded(
         failures=failures,
         rows=rows,
     )
+
+
+def compare_in_process(
+    *,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    candidate: str,
+    batch_size: int,
+    sample: int | None = None,
+    from_job: int | None = None,
+    on_batch: OnProgress | None = None,
+) -> ShadowPlan:
+    """`tagger model compare` without workers (the embedded mode, or ``--in-process``):
+    plan the shadow job as the service does, commit it, and tag its pending items here,
+    a batch at a time, with the same batch code as a worker. ``on_batch`` hears ("tagging
+    shadow job N", items done, items) before the first batch and after each one."""
+    with sessions.begin() as session:
+        plan = plan_shadow_job(
+            session=session,
+            candidate=candidate,
+            batch_size=batch_size,
+            sample=sample,
+            from_job=from_job,
+        )
+        pending = count_pending(session=session, job_id=plan.job_id)
+    tagger = BatchTagger(settings, sessions)
+    description, done = f"tagging shadow job {plan.job_id}", plan.items - pending
+    if on_batch is not None:
+        on_batch(description, done, plan.items)
+    # Each page of the ledger is read in a short session of its own, between batches.
+    for batch in stream_batches(
+        sessions, job_id=plan.job_id, batch_size=plan.batch_size, pending_only=True
+    ):
+        tagger.run(plan.job_id, batch, final=True)
+        done += len(batch)
+        if on_batch is not None:
+            on_batch(description, done, plan.items)
+    return plan

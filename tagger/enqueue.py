@@ -23,6 +23,7 @@ from tagger.ledger import batch_count as ledger_batch_count
 from tagger.messages import publish_stream
 from tagger.pending import count_pending, stream_batches
 from tagger.settings import Settings
+from tagger.shadow import ShadowPlan, plan_shadow_job
 from tagger.sources import open_source
 from tagger.states import ACTIVE_STATUSES
 from tagger.sweep import plan_sweep
@@ -240,3 +241,40 @@ def sweep_and_queue(
         on_sent=on_sent,
     )
     return job_id
+
+
+def compare_and_queue(
+    *,
+    app: Celery,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    candidate: str,
+    batch_size: int,
+    sample: int | None = None,
+    from_job: int | None = None,
+    on_sent: OnProgress | None = None,
+) -> ShadowPlan:
+    """Plan a shadow job of ``candidate`` (tagger.shadow.plan_shadow_job), commit it, then
+    publish its batches for the workers, as an import does. A shadow job of the candidate
+    named by ``from_job`` is the comparison's already: nothing is queued again (`tagger
+    jobs resume` re-publishes its pending items if Redis lost them)."""
+    with sessions.begin() as session:
+        plan = plan_shadow_job(
+            session=session,
+            candidate=candidate,
+            batch_size=batch_size,
+            sample=sample,
+            from_job=from_job,
+        )
+    if not plan.reused:
+        publish_pending(
+            app=app,
+            settings=settings,
+            sessions=sessions,
+            job_id=plan.job_id,
+            batch_size=plan.batch_size,
+            items=plan.items,
+            pending_only=False,
+            on_sent=on_sent,
+        )
+    return plan

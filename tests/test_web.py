@@ -52,11 +52,9 @@ SECRET = "a-session-key-for-tests-only"
 PASSWORD = "correct horse battery"
 
 
-@pytest.fixture
-def catalogue(session_factory, tmp_path):
+def _seed(session_factory, folder: Path) -> int:
     """The items of TAGS as local JPEGs tagged by the active v1, and a10 by v0 only (active
-    before v1), a job of a01, a03 and a04."""
-    folder = tmp_path / "images"
+    before v1); returns the id of a job of a01, a03 and a04."""
     folder.mkdir()
     with session_factory.begin() as s:
         for n, item_id in enumerate([*TAGS, "a10"]):
@@ -88,7 +86,13 @@ def catalogue(session_factory, tmp_path):
         s.add(job)
         s.flush()
         add_batches(session=s, job_id=job.id, item_ids=["a01", "a03", "a04"], batch_size=2)
-    return session_factory, job.id
+        return job.id
+
+
+@pytest.fixture
+def catalogue(session_factory, tmp_path):
+    """_seed's catalogue on Postgres: (session factory, job id)."""
+    return session_factory, _seed(session_factory, tmp_path / "images")
 
 
 @pytest.fixture
@@ -165,6 +169,17 @@ def test_job_and_source_filters(catalogue):
     assert _walk(sessions, human, 2) == ["a03"]
     model = Filters(source="model")
     assert "a03" not in _walk(sessions, model, 3)
+
+
+def test_the_queue_and_filters_page_alike_on_postgres_and_sqlite(sessions, tmp_path):
+    """The embedded mode's SQLite pages the queue, a job and the labelled rows as
+    Postgres does (booleans, NULL margins, JSON id arrays)."""
+    job_id = _seed(sessions, tmp_path / "images")
+    with sessions.begin() as s:
+        set_label(session=s, item_id="a05", by="ana", product_type="Pants")
+    assert _walk(sessions, Filters(), 3) == [i for i in QUEUE if i != "a05"]
+    assert _walk(sessions, Filters(needs_review=False, job_id=job_id), 1) == ["a01", "a03", "a04"]
+    assert _walk(sessions, Filters(needs_review=False, source="human", sort="item"), 2) == ["a05"]
 
 
 def test_a_damaged_cursor_is_refused(catalogue):

@@ -228,7 +228,8 @@ def create_app(settings: Settings, *, s3_client: S3Client | None = None) -> Fast
 
     @app.get("/login")
     def login_page(request: Request, next: str = "/") -> Response:
-        return render(request, "login.html", next=safe_next(next), error=None)
+        target = safe_next(next)
+        return render(request, "login.html", next=target, error=None, users_file=users.enabled)
 
     @app.post("/login")
     async def login(request: Request) -> Response:
@@ -242,7 +243,9 @@ def create_app(settings: Settings, *, s3_client: S3Client | None = None) -> Fast
             # The same answer whether the name or the password was wrong.
             log.info("failed login from %s", request.client.host if request.client else "?")
             error = "Wrong user name or password."
-            return render(request, "login.html", status=401, next=target, error=error)
+            return render(
+                request, "login.html", status=401, next=target, error=error, users_file=True
+            )
         auth.log_in(request, who)
         return RedirectResponse(target, status_code=303)
 

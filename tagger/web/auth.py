@@ -70,22 +70,27 @@ class Users:
         self.path = path
         self._cached: _Cached | None = None
         self._decoy: str | None = None
+        self._unreadable = False  # warned about once, not on every request
 
     @property
     def enabled(self) -> bool:
         return self.path is not None
 
     def all(self) -> dict[str, str]:
+        """{name: encoded hash}; empty while the file cannot be read (said once in the log)."""
         if self.path is None:
             return {}
         try:
             stat = self.path.stat()
-        except OSError as exc:
-            log.warning("users file %s cannot be read (%s): nobody can log in", self.path, exc)
+            key = (stat.st_mtime_ns, stat.st_size)
+            if self._cached is None or self._cached.key != key:
+                self._cached = _Cached(key, read_users(self.path))
+        except (OSError, UnicodeDecodeError) as exc:
+            if not self._unreadable:
+                log.warning("users file %s cannot be read (%s): nobody can log in", self.path, exc)
+            self._unreadable, self._cached = True, None
             return {}
-        key = (stat.st_mtime_ns, stat.st_size)
-        if self._cached is None or self._cached.key != key:
-            self._cached = _Cached(key, read_users(self.path))
+        self._unreadable = False
         return self._cached.users
 
     def authenticate(self, name: str, password: str) -> str | None:

@@ -38,6 +38,8 @@ from tagger.web.params import parse_filters
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 PAGE_SIZE = 48
+#: The first page counts the matching rows up to here ("more than 1,000"), no further.
+COUNT_CAP = 1000
 #: Signed-in sessions last a working day.
 SESSION_SECONDS = 8 * 3600
 # Images may come from S3's presigned URLs (any host); nothing else leaves the page, no
@@ -120,11 +122,15 @@ def create_app(settings: Settings, *, s3_client: S3Client | None = None) -> Fast
             page, count = queries.Page(rows=[], next_after=None), None
             if not parsed.errors:
                 try:
-                    page = queries.grid_page(session=session, filters=parsed.filters, after=after)
+                    page = queries.grid_page(
+                        session=session, filters=parsed.filters, after=after, limit=PAGE_SIZE
+                    )
                 except queries.CursorError:
                     parsed.errors.append("that page link is damaged or out of date")
                 if after is None:  # counted once, on the first page, and only so far
-                    count = queries.count_matches(session=session, filters=parsed.filters)
+                    count = queries.count_matches(
+                        session=session, filters=parsed.filters, cap=COUNT_CAP
+                    )
         kept = {k: v for k, v in parsed.values.items() if v}
         for row in page.rows:
             row["src"] = image_src(row["item_id"], row["image_uri"])
@@ -137,7 +143,7 @@ def create_app(settings: Settings, *, s3_client: S3Client | None = None) -> Fast
             values=parsed.values,
             errors=parsed.errors,
             count=count,
-            cap=1000,
+            cap=COUNT_CAP,
             back=urlencode(kept),
             next_url="/?" + urlencode({**kept, "after": page.next_after})
             if page.next_after

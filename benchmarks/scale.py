@@ -120,7 +120,9 @@ def fill(engine: sa.Engine, n: int) -> None:
                 product_labels=PRODUCTS,
                 image_size=224,
                 uses_text=True,
-                activate=version == "v2",
+                # v1 was the active version before v2 (only versions that are or were
+                # active are shown): the stale tenth shows v1's tags
+                activate=True,
             )
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         # Foreign keys hold by construction; skipping their per-row triggers halves the fill.

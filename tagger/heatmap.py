@@ -36,8 +36,8 @@ def colour(share: float) -> tuple[int, int, int]:
     share = min(max(share, 0.0), 1.0) * (len(SCALE) - 1)
     i = min(int(share), len(SCALE) - 2)
     t = share - i
-    a, b = SCALE[i], SCALE[i + 1]
-    return tuple(round(x + (y - x) * t) for x, y in zip(a, b, strict=True))  # type: ignore[return-value]
+    (r0, g0, b0), (r1, g1, b1) = SCALE[i], SCALE[i + 1]
+    return round(r0 + (r1 - r0) * t), round(g0 + (g1 - g0) * t), round(b0 + (b1 - b0) * t)
 
 
 def _ink_on(fill: tuple[int, int, int]) -> tuple[int, int, int]:

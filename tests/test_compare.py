@@ -149,3 +149,40 @@ def test_report_tables_have_a_row_per_head_class_and_confusion_row():
     assert cols[-2:] == ["v1 right", "v2 right"] and heads[1]["v2 right"] == "3 of 3 (100.0%)"
     assert len(classes) == 2 + 3
     assert matrix_cols[1:] == ["Pants", "Dresses", "Shorts"] and len(matrix) == 3
+
+
+def test_heat_map_is_a_valid_png_coloured_by_each_rows_share(tmp_path):
+    """The heat map (Pillow) is a whole PNG that grows with the classes; a class all of
+    whose items went to one column is coloured with the dark end of the scale there."""
+    from PIL import Image
+
+    from tagger.heatmap import SCALE, colour, draw_confusion
+    from tagger.png import png_damage
+
+    assert colour(0.0) == SCALE[0] and colour(1.0) == SCALE[-1] and colour(7) == SCALE[-1]
+    names = [f"class_{k}" for k in range(12)]
+    counts = [[(50 if i == j else i) for j in range(12)] for i in range(12)]
+    counts[0] = [0] * 11 + [9]  # class_0: every item went to class_11
+    path = draw_confusion(
+        tmp_path / "out" / "h.png",
+        rows=names,
+        columns=names,
+        counts=counts,
+        title="t",
+        row_title="active",
+        column_title="candidate",
+    )
+    data = path.read_bytes()
+    assert png_damage(data) is None and not list(path.parent.glob(".*partial"))
+    with Image.open(path) as image:
+        small = draw_confusion(
+            tmp_path / "s.png", rows=names[:2], columns=names[:2], counts=[[1, 0], [0, 1]],
+            title="t", row_title="a", column_title="c",
+        )  # fmt: skip
+        assert image.width > Image.open(small).width and image.height > 300
+        assert SCALE[-1] in {c for _, c in image.convert("RGB").getcolors(1 << 16)}
+    with pytest.raises(ValueError):
+        draw_confusion(
+            tmp_path / "x.png", rows=["a"], columns=["a", "b"], counts=[[1]],
+            title="t", row_title="a", column_title="c",
+        )  # fmt: skip

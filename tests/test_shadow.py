@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -359,3 +360,38 @@ def test_register_activate_of_a_later_version_follows_the_rule(db, env, tagger_c
         env, "model", "register", artifact, "--version", "a2", "--activate", "--force"
     )
     assert forced.returncode == 0 and forced.stdout == "a2 (active)\n"
+
+
+@pytest.mark.slow
+def test_compare_in_the_embedded_mode_tags_in_process(settings_env, tagger_cli, artifact, tmp_path):
+    """On SQLite (`tagger run`'s database) `model compare` tags the sample in this process,
+    with no broker: the same model under two names agrees on every item, the report is
+    JSON and stored, the heat map written, and the current tags stay the active's."""
+    from tests.factories import jpeg_bytes, write_csv
+
+    env = {**os.environ, "TAGGER_DATABASE_URL": f"sqlite:///{tmp_path / 'e.db'}"}
+    rows = []
+    for k in range(12):
+        path = tmp_path / f"img{k}.jpg"
+        path.write_bytes(jpeg_bytes(seed=k))
+        rows.append({"item_id": f"e{k:02d}", "image_uri": str(path), "title": "a dress"})
+    catalogue = write_csv(tmp_path / "catalogue.csv", rows)
+    run = tagger_cli(env, "run", str(catalogue), "--model", artifact, "--format", "json")
+    assert run.returncode == 0, run.stderr
+    active = json.loads(run.stdout)[0]["model_version"]
+    reg = tagger_cli(env, "model", "register", artifact, "--version", "cand")
+    assert reg.returncode == 0, reg.stderr
+    done = tagger_cli(
+        env, "model", "compare", "cand", "--sample", "5", "--batch-size", "2",
+        "--out", str(tmp_path / "out"), "--format", "json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["baseline"], report["candidate"]) == (active, "cand")
+    assert report["items"] == {"sampled": 5, "compared": 5, "candidate_failed": 0, "labelled": 0}
+    assert report["heads"]["gender"]["agreement"] == report["heads"]["product"]["agreement"] == 1
+    assert Path(report["heatmap"]).stat().st_size > 1000
+    shown = tagger_cli(env, "tags", "--format", "json")
+    assert {r["model_version"] for r in json.loads(shown.stdout)} == {active}
+    activated = tagger_cli(env, "model", "activate", "cand")  # compared; no labels
+    assert activated.returncode == 0 and "comparison 1 (" in activated.stderr

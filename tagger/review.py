@@ -223,19 +223,22 @@ def needs_review(
 ) -> np.ndarray:
     """Per row of calibrated scores, whether its tag needs review: its product margin is
     below its product type's threshold, or its gender score below its gender's."""
-    below = []
-    for head, scores, labels in (
-        (GENDER, gender_scores, gender_labels),
-        (PRODUCT, product_scores, product_labels),
-    ):
-        predicted, confidence = tag_confidence(head, scores, labels)
-        thresholds = review.head(head)
-        # a class without a threshold never needs review (-inf: nothing is below it)
-        per_class = np.array([thresholds.get(label, -np.inf) for label in labels])
-        below.append(confidence < per_class[predicted])
-    if below[0].shape != below[1].shape:
-        raise ValueError(f"{below[0].shape[0]} gender rows but {below[1].shape[0]} product rows")
-    return below[0] | below[1]
+    gender = head_needs_review(review, GENDER, gender_scores, gender_labels)
+    product = head_needs_review(review, PRODUCT, product_scores, product_labels)
+    if gender.shape != product.shape:
+        raise ValueError(f"{gender.shape[0]} gender rows but {product.shape[0]} product rows")
+    return gender | product
+
+
+def head_needs_review(
+    review: ReviewThresholds, head: str, scores: np.ndarray, labels: Sequence[str]
+) -> np.ndarray:
+    """Per row of one head's calibrated scores, whether its confidence is below its
+    class's threshold (a class without one: never)."""
+    predicted, confidence = tag_confidence(head, scores, labels)
+    thresholds = review.head(head)
+    per_class = np.array([thresholds.get(label, -np.inf) for label in labels])
+    return confidence < per_class[predicted]
 
 
 def _check_thresholds(thresholds: Any, where: str) -> None:

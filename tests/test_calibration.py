@@ -22,6 +22,7 @@ from tagger.calibration import (
     transform,
 )
 from tagger.calibration_fit import (
+    PSEUDO_COUNT,
     T_MAX,
     T_MIN,
     _stratified_folds,
@@ -98,23 +99,25 @@ def test_temperature_stays_within_its_bounds():
 
 def test_a_head_never_wrong_is_not_saturated():
     """A split without a mistake: 0/1 targets run into T_MIN and store 1.0 (six decimals)
-    as most rows' top score; the smoothed targets' finite temperature keeps that to the
-    rows far ahead of their runner-up, and the mean under (n + 1) / (n + 2)."""
+    as most rows' top score; the smoothed targets' finite temperature keeps that to under
+    half as many (the rows far ahead of their runner-up), and their mean top score under
+    the smoothed target (n + a) / (n + 2a)."""
     rng = np.random.default_rng(8)
     n = 200
     z = rng.normal(0.0, 2.0, (n, 4))
     probs, labels = sigmoid(z), z.argmax(axis=1)
 
-    def saturated(t: float) -> float:
+    def saturated(t: float) -> tuple[float, float]:
         top = transform(SOFTMAX_TEMPERATURE, probs, t).max(axis=1)
         return float(np.mean(np.round(top, 6) == 1.0)), float(top.mean())
 
     assert fit_temperature(probs, labels, smoothed=False) == T_MIN
-    assert saturated(T_MIN)[0] > 0.7
+    hard, _ = saturated(T_MIN)
+    assert hard > 0.7
     t = fit_temperature(probs, labels)
     assert T_MIN < t < T_MAX
     share, mean = saturated(t)
-    assert share < 0.2 and mean < (n + 1) / (n + 2)
+    assert share < 0.5 * hard and mean < (n + PSEUDO_COUNT) / (n + 2 * PSEUDO_COUNT)
 
 
 def test_smoothed_targets_barely_move_a_large_fit():

@@ -41,10 +41,13 @@ def calibrate(
     *,
     method: str = DEFAULT_METHOD,
     fitted_on: str = "",
+    guard: bool = True,
+    smoothed: bool = True,
 ) -> Calibration:
     """One temperature per head (per head and caption use for a text model), fitted on
     the predictions of each mode against the true class indices, each used only where
-    cross-validation says it lowers the ECE (``tagger.calibration_fit``)."""
+    cross-validation says it lowers the ECE (``tagger.calibration_fit``; ``guard`` and
+    ``smoothed`` as there: benchmarks/calibration.py compares the fit without them)."""
     if IMAGE_ONLY not in probs:  # predict_modes always has it; a text model both
         raise ValueError(f"no {IMAGE_ONLY} predictions to calibrate on: {sorted(probs)}")
     if IMAGE_TEXT in probs:
@@ -58,6 +61,8 @@ def calibrate(
         else _by_head(uncaptioned, gender_true, product_true),
         method=method,
         fitted_on=fitted_on,
+        guard=guard,
+        smoothed=smoothed,
     )
 
 

@@ -210,12 +210,13 @@ def format_report(metrics: dict[str, Any], *, per_class: bool = True) -> str:
     for key in REPORTED:
         cells = "".join(f"{_num(metrics[m].get(key)):>18}" for m in modes)
         lines.append(f"{key:{width}}{cells}")
+    lines.append(f"{'items':{width}}" + "".join(f"{metrics[m]['items']:>18}" for m in modes))
     if any("calibrated" in metrics[m] for m in modes):
-        lines.append("calibrated (the scores stored; same order of classes, so same tags):")
+        # calibration keeps each row's order of classes: accuracy, top-1, F1 are the above
+        lines.append("calibrated (the scores the worker stores; the same tags):")
         for key in ("gender_binary_accuracy", "product_auc", *ECE_KEYS):
             cells = "".join(f"{_num(metrics[m].get('calibrated', {}).get(key)):>18}" for m in modes)
             lines.append(f"  {key:{width - 2}}{cells}")
-    lines.append(f"{'items':{width}}" + "".join(f"{metrics[m]['items']:>18}" for m in modes))
     if per_class:
         main = modes[-1]
         lines.append("")

@@ -173,3 +173,37 @@ def test_model_register_stores_a_threshold_for_every_class(
         ("gender", 0.75, DEFAULT),
         ("product", 0.3, DEFAULT),
     }
+
+
+@pytest.mark.slow
+def test_model_register_stores_the_artifacts_fitted_thresholds(
+    session_factory, settings_env, tagger_cli, artifact, tmp_path
+):
+    """An artifact with review.json gives its classes their fitted figures (the sentinel
+    above 1 included: every tag of that class needs review) and the rest the defaults."""
+    import shutil
+
+    from tagger.review import ReviewThresholds
+
+    folder = shutil.copytree(artifact, tmp_path / "model")
+    labels = json.loads((folder / "labels.json").read_text())
+    first, second = labels["product"][:2]
+    review = ReviewThresholds(
+        target_precision=0.95,
+        product={first: 0.31, second: 1.000001},
+        gender={labels["gender"][0]: 0.6},
+    )
+    (folder / "review.json").write_text(json.dumps(review.to_dict()))
+    env = dict(os.environ)
+    done = tagger_cli(env, "model", "register", str(folder), "--version", "v1")
+    assert done.returncode == 0, done.stderr
+    with session_factory() as s:
+        got = {
+            (t.head, t.label): (t.threshold, t.source)
+            for t in list_thresholds(session=s, version="v1")
+        }
+    assert got[("product", first)] == (0.31, ARTIFACT)
+    assert got[("product", second)] == (1.000001, ARTIFACT)
+    assert got[("gender", labels["gender"][0])] == (0.6, ARTIFACT)
+    assert got[("gender", labels["gender"][1])] == (0.75, DEFAULT)
+    assert got[("product", labels["product"][2])] == (0.2, DEFAULT)

@@ -114,7 +114,8 @@ def plan_shadow_job(
         session=session, job_id=job.id, ids_sql=ids_sql, batch_size=batch_size, params=params
     )
     if not items:
-        raise ComparisonError("no items to compare on: the active version has tagged none")
+        where = f"job {from_job} has none left" if from_job else "the active version tagged none"
+        raise ComparisonError(f"no items to compare {candidate} on: {where}")
     job.total = items
     session.flush()
     return ShadowPlan(
@@ -129,10 +130,10 @@ def plan_shadow_job(
 
 def sample_tagged(*, session: Session, version: str, n: int) -> list[str]:
     """Up to ``n`` random items showing a tag of ``version``. On Postgres a TABLESAMPLE of
-    the current rows reads a fraction of their pages (OVERSAMPLE x n rows' worth: a few
-    hundred pages at 10 M items) instead of ordering the whole table by random(); when that
-    finds too few (few items show ``version``, or the statistics are stale) the whole table
-    is read once, still keeping only ``n`` rows in memory (a top-n sort)."""
+    the current rows reads a fraction of their pages (OVERSAMPLE x n rows' worth: some 700
+    pages for 1,000 items, however large the table) instead of ordering the whole table by
+    random(); when that finds too few (few items show ``version``, or the statistics are
+    stale) the whole table is read once, keeping only ``n`` rows in memory (a top-n sort)."""
     pick = "WHERE model_version = :version ORDER BY random() LIMIT :n"
     params = {"version": version, "n": n}
     if is_postgres(session):

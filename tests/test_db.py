@@ -1,5 +1,5 @@
 """Schema: Alembic builds it on Postgres and SQLite alike; the current_tags view picks the
-active model's tag, else the newest one."""
+active model's tag, else the newest one (of the versions that were ever active)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ TABLES = {"items", "model_versions", "tags", "current_tag_rows", "jobs", "job_it
 
 
 def _version(name: str, active: bool = False) -> ModelVersion:
+    # Every version here was active at some point (an old one was rolled out before the
+    # active one); a never-activated version's tags are never shown (tests/test_shadow.py).
     return ModelVersion(
         version=name,
         artifact_uri=f"/models/{name}",
@@ -32,6 +34,7 @@ def _version(name: str, active: bool = False) -> ModelVersion:
         image_size=32,
         uses_text=False,
         is_active=active,
+        activated_at=utcnow(),
     )
 
 

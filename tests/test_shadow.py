@@ -341,6 +341,43 @@ def test_activate_passes_a_candidate_better_on_human_labels(
     assert back.returncode == 0 and "v1 was active before: a rollback" in back.stderr
 
 
+def test_no_wait_queues_the_shadow_job_and_job_id_reports_it_later(
+    session_factory, env, tagger_cli, redis_db, tmp_path
+):
+    """`--no-wait` publishes the shadow job's batches (the job id on stdout, nothing
+    reported); once its items are tagged, `--job ID` reports it without queueing it again
+    and a second comparison is stored beside the first."""
+    from tests.services import redis_client
+
+    _catalogue(session_factory)
+    queued = tagger_cli(env, "model", "compare", "v2", "--sample", "3", "--no-wait",
+                        "--batch-size", "2")  # fmt: skip
+    assert queued.returncode == 0, queued.stderr
+    job_id = int(queued.stdout)
+    assert f"`tagger model compare v2 --job {job_id}` reports" in queued.stderr
+    client = redis_client(redis_db)
+    messages = [json.loads(m) for m in client.lrange("tagger", 0, -1)]
+    assert len(messages) == 2 and {m["headers"]["task"] for m in messages} == {"tagger.tag_batch"}
+    with session_factory.begin() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(ModelComparison)) == 0
+        members = pending_ids(session=s, job_id=job_id)
+        _save(s, "v2", {i: "Dresses" for i in members}, job_id=job_id)  # the worker's part
+    for expected in (1, 2):
+        done = tagger_cli(
+            env, "model", "compare", "v2", "--job", str(job_id), "--out", str(tmp_path)
+        )
+        assert done.returncode == 0, done.stderr
+        assert f"comparison {expected}: v2 against v1 on 3 items" in done.stderr
+    assert client.llen("tagger") == 2  # nothing queued again
+    client.close()
+    with session_factory() as s:
+        assert latest_comparison(session=s, candidate="v2", baseline="v1").id == 2
+    usage = tagger_cli(env, "model", "compare", "v2", "--job", "1", "--sample", "3")
+    assert usage.returncode == 2 and "give --sample or --job, not both" in usage.stderr
+    active = tagger_cli(env, "model", "compare", "v1")
+    assert active.returncode == 1 and "v1 is the active version" in active.stderr
+
+
 def test_register_activate_of_a_later_version_follows_the_rule(db, env, tagger_cli, artifact):
     """`register --activate`: the first version is activated; a later one, never
     compared, is registered but refused (exit 1) unless --force."""

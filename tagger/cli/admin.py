@@ -35,7 +35,7 @@ def db_upgrade(ctx: Context, revision: str) -> None:
 # --- model ---------------------------------------------------------------------------
 @click.group()
 def model() -> None:
-    """Model versions: register, activate, list."""
+    """Model versions: register, compare, activate, list."""
 
 
 force_option = click.option(
@@ -189,7 +189,8 @@ def model_compare(
             plan = compare_and_queue(app=ctx.app, **kwargs, on_sent=on_progress)
             if not wait:
                 click.echo(
-                    f"shadow job {plan.job_id}: {plan.items} items queued; "
+                    f"shadow job {plan.job_id}: {plan.items} items"
+                    f"{'' if plan.reused else ' queued'}; "
                     f"`tagger model compare {candidate} --job {plan.job_id}` reports once "
                     "it has finished",
                     err=True,

@@ -2,7 +2,9 @@
 
 ``TAGGER_RUNTIME=auto`` means TensorFlow (Keras) where an NVIDIA GPU is visible and
 OpenVINO on a CPU; ``TAGGER_PRECISION=auto`` means bf16 where the CPU has native bf16
-instructions, fp32 otherwise. On OpenVINO the Keras artifact is converted once per host
+instructions and the model's bf16 conversion passes the check, fp32 otherwise (some
+models lose too much in bf16: the demo's, trained briefly from a random backbone, moved a
+score by 0.16). On OpenVINO the Keras artifact is converted once per host
 into the model cache, keyed by the artifact's fingerprint, the precision and the OpenVINO
 version, in a separate process (``python -m tagger.convert``), so the worker itself never
 imports TensorFlow. A conversion the check refuses is remembered (not retried per batch),
@@ -144,13 +146,35 @@ def _convert_in_subprocess(artifact: Path, out: Path, *, precision: str) -> None
         raise ArtifactError(f"converting {artifact} for OpenVINO failed: {tail}")
 
 
+def precisions_to_try(setting: str, *, flags: set[str]) -> list[str]:
+    """The precisions to convert at, best first: ``auto`` falls back from bf16 to fp32
+    when the bf16 conversion is refused; a precision set by hand is the only one tried."""
+    chosen = choose_precision(setting, flags=flags)
+    return [chosen, "fp32"] if setting == "auto" and chosen != "fp32" else [chosen]
+
+
+def ensure_converted_any(
+    artifact: Path, *, cache_dir: Path, precisions: list[str]
+) -> tuple[Path, str]:
+    """The first of ``precisions`` whose checked conversion is accepted, and its folder;
+    the last refusal when none is."""
+    for n, precision in enumerate(precisions):
+        try:
+            return ensure_converted(artifact, cache_dir=cache_dir, precision=precision), precision
+        except ConversionRefused as e:
+            if n == len(precisions) - 1:
+                raise
+            log.warning("%s; trying %s", e, precisions[n + 1])
+    raise ValueError("no precision to convert at")
+
+
 def check_conversion(path: Path, *, settings: Settings) -> Path | None:
     """Convert and check ``path`` now if these settings put workers on OpenVINO (the
     conversion is cached, so this host's workers start from it); None on Keras."""
     if choose_runtime(settings.runtime, gpu=gpu_visible()) != "openvino":
         return None
-    precision = choose_precision(settings.precision, flags=cpu_flags())
-    return ensure_converted(path, cache_dir=settings.model_cache_dir, precision=precision)
+    precisions = precisions_to_try(settings.precision, flags=cpu_flags())
+    return ensure_converted_any(path, cache_dir=settings.model_cache_dir, precisions=precisions)[0]
 
 
 class ModelLoader:
@@ -186,14 +210,16 @@ class ModelLoader:
     def _load_openvino(self, path: Path, *, version: str) -> LoadedModel:
         from tagger.openvino_model import load_openvino
 
-        converted = ensure_converted(
-            path, cache_dir=self.settings.model_cache_dir, precision=self.precision
+        converted, precision = ensure_converted_any(
+            path,
+            cache_dir=self.settings.model_cache_dir,
+            precisions=precisions_to_try(self.settings.precision, flags=cpu_flags()),
         )
         return load_openvino(
             converted,
             info=read_artifact_info(path),
             version=version,
-            precision=self.precision,
+            precision=precision,
             threads=self.inference_threads,
             shared=self.processes > 1,
         )

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tagger.artifacts import artifact_fingerprint
 from tagger.convert import CheckResult, top_class_agreement
 from tagger.runtime import (
     REPORT_FILE,
@@ -22,12 +23,44 @@ from tagger.runtime import (
     conversion_dir,
     cpu_flags,
     ensure_converted,
+    ensure_converted_any,
     gpu_visible,
+    precisions_to_try,
     worker_processes,
 )
 from tagger.settings import Settings
 
 CAPTIONS = ["The lady wears a red dress.", None, "", "ÉCOLE dress!!", "word " * 80]
+
+
+def test_auto_precision_tries_bf16_then_fp32_and_a_set_one_alone():
+    """auto on a bf16 CPU tries bf16, then fp32; fp32 CPUs and a precision set by hand
+    try one."""
+    bf16 = {"avx512f", "avx512_bf16"}
+    assert precisions_to_try("auto", flags=bf16) == ["bf16", "fp32"]
+    assert precisions_to_try("auto", flags={"avx2"}) == ["fp32"]
+    assert precisions_to_try("bf16", flags=bf16) == ["bf16"]
+    assert precisions_to_try("fp32", flags=bf16) == ["fp32"]
+
+
+def test_a_refused_bf16_conversion_falls_back_to_an_accepted_fp32_one(tmp_path, artifact):
+    """With bf16 refused (remembered in the cache) and fp32 accepted, the fp32 folder is
+    used; with bf16 alone to try, the refusal is raised, naming the precision."""
+    fingerprint = artifact_fingerprint(Path(artifact))
+    for precision, accepted in (("bf16", False), ("fp32", True)):
+        folder = conversion_dir(tmp_path, fingerprint=fingerprint, precision=precision)
+        folder.mkdir(parents=True)
+        report = {"accepted": accepted, "problems": [] if accepted else ["product: a score"]}
+        (folder / REPORT_FILE).write_text(json.dumps(report))
+    path, precision = ensure_converted_any(
+        Path(artifact), cache_dir=tmp_path, precisions=["bf16", "fp32"]
+    )
+    assert (path, precision) == (
+        conversion_dir(tmp_path, fingerprint=fingerprint, precision="fp32"),
+        "fp32",
+    )
+    with pytest.raises(ConversionRefused, match="at bf16 refused: product: a score"):
+        ensure_converted_any(Path(artifact), cache_dir=tmp_path, precisions=["bf16"])
 
 
 def test_auto_runtime_is_keras_on_a_gpu_and_openvino_on_a_cpu():

@@ -14,9 +14,9 @@ from tagger.db import upgrade
 from tagger.importer import import_items
 from tagger.pending import count_pending, stream_batches
 from tagger.pipeline import BatchTagger
-from tagger.registry import register_artifact
+from tagger.registry import activate_model_version, register_artifact
 from tagger.settings import Settings
-from tagger.shadow import ShadowPlan, plan_shadow_job
+from tagger.shadow import ShadowPlan, check_activation, plan_shadow_job
 from tagger.sources import load_items
 from tagger.states import JobKind
 from tagger.tags import TagQuery, query_tags
@@ -53,6 +53,7 @@ def run_embedded(
     model_uri: str | None,
     batch_size: int,
     on_batch: OnProgress | None = None,
+    force: bool = False,
 ) -> RunOutcome:
     """Import ``file`` and tag every batch in this process; returns the job and its tags.
 
@@ -63,9 +64,14 @@ def run_embedded(
     items, source = load_items(settings, file=file)
     with sessions.begin() as session:
         if model_uri:
-            register_artifact(
-                session=session, settings=settings, uri=model_uri, version=None, activate=True
-            )
+            version = register_artifact(
+                session=session, settings=settings, uri=model_uri, version=None, activate=False
+            ).version
+            # The same rule as `tagger model activate`: the first model, the active one or
+            # a rollback go ahead; a new model replacing another needs a comparison (or
+            # force). Refused, nothing of this run is kept.
+            check_activation(session=session, version=version, force=force)
+            activate_model_version(session=session, version=version)
         plan = import_items(
             session=session, items=items, source=source, batch_size=batch_size, kind=JobKind.RUN
         )

@@ -139,6 +139,42 @@ def test_embedded_run_tags_local_files_on_sqlite(tagger_cli, artifact, tmp_path)
     assert again.returncode == 0 and again.stdout.count("\n") == 5  # header + 4 rows
 
 
+@pytest.mark.slow
+def test_embedded_run_of_a_new_model_needs_a_comparison_or_force(tagger_cli, artifact, tmp_path):
+    """`tagger run --model B` over a catalogue tagged by an active A follows `model
+    activate`'s rule: refused (nothing kept, A still active) without a comparison, done
+    with --force; the same model again needs nothing."""
+    import shutil
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "0.jpg").write_bytes(jpeg_bytes(0))
+    rows = [{"item_id": "sku0", "image_uri": "images/0.jpg", "title": "a dress"}]
+    catalogue = write_csv(tmp_path / "catalogue.csv", rows)
+    from tagger.review import ReviewThresholds
+
+    other = shutil.copytree(artifact, tmp_path / "other")
+    # Another artifact (another fingerprint, so another version) with the same weights:
+    # review thresholds of its own.
+    review = ReviewThresholds(target_precision=0.9, product={}, gender={})
+    (other / "review.json").write_text(json.dumps(review.to_dict()))
+    env = {**os.environ, "TAGGER_DATABASE_URL": f"sqlite:///{tmp_path / 'tagger.db'}"}
+    env.pop("TAGGER_BROKER_URL", None)
+    first = tagger_cli(env, "run", str(catalogue), "--model", artifact)
+    assert first.returncode == 0, first.stderr
+    active = json.loads(tagger_cli(env, "model", "list", "--format", "json").stdout)
+    (version_a,) = [v["version"] for v in active if v["active"] == "yes"]
+    refused = tagger_cli(env, "run", str(catalogue), "--model", str(other))
+    assert refused.returncode != 0 and "has no comparison against the active" in refused.stderr
+    listed = json.loads(tagger_cli(env, "model", "list", "--format", "json").stdout)
+    assert [v["version"] for v in listed] == [version_a]
+    again = tagger_cli(env, "run", str(catalogue), "--model", artifact)
+    assert again.returncode == 0, again.stderr
+    forced = tagger_cli(env, "run", str(catalogue), "--model", str(other), "--force")
+    assert forced.returncode == 0, forced.stderr
+    listed = json.loads(tagger_cli(env, "model", "list", "--format", "json").stdout)
+    assert len(listed) == 2 and [v["active"] for v in listed if v["version"] == version_a] == [""]
+
+
 def test_jobs_watch_ends_with_a_summary_and_exit_3_when_stalled(
     db, env, tagger_cli, session_factory
 ):

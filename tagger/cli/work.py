@@ -42,11 +42,22 @@ def import_(ctx: Context, file: Path | None, s3_prefix: str | None, batch_size: 
 @click.command("run")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--model", "model_uri", help="Register and activate this artifact first.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Activate --model even without a comparison against the active version "
+    "(`tagger model compare`), or when it is worse on human labels.",
+)
 @click.option("--batch-size", type=click.IntRange(1, 4096), help="Items per model call.")
 @format_option
 @pass_ctx
 def run_file(
-    ctx: Context, file: Path, model_uri: str | None, batch_size: int | None, fmt: str
+    ctx: Context,
+    file: Path,
+    model_uri: str | None,
+    force: bool,
+    batch_size: int | None,
+    fmt: str,
 ) -> None:
     """Embedded mode: import FILE and tag it in this process (no broker), then print tags."""
     from tagger.embedded import run_embedded
@@ -60,6 +71,7 @@ def run_file(
             model_uri=model_uri,
             batch_size=batch_size or ctx.settings.batch_size,
             on_batch=on_batch,
+            force=force,
         )
     columns = [c for c in TAG_COLUMNS if c != "tagged_at"]
     render(outcome.rows, columns=columns, fmt=fmt, title=f"{outcome.source}: tags")

@@ -115,7 +115,8 @@ def run_workers(args, work: Path, artifact: Path, s3_url: str, db_url: str, jpeg
     }
     for var in [v for v in base if v.startswith("TAGGER_") and v not in TAGGER_ENV]:
         del base[var]  # the defaults are what is measured
-    tagger(base, "model", "register", str(artifact), "--version", "bench", "--activate")
+    # --force: an earlier stage registered and activated its own version (no comparison).
+    tagger(base, "model", "register", str(artifact), "--version", "bench", "--activate", "--force")
     engine = sa.create_engine(db_url)
     n = len(jpegs)
     results = []

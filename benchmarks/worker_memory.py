@@ -108,7 +108,7 @@ def main() -> None:
             small.append({"item_id": f"small-{i}", "image_uri": f"s3://bench/small/{i}"})
         artifact = build_artifact(work / "model", image_size=224)
         tagger(env, "db", "upgrade")
-        tagger(env, "model", "register", str(artifact), "--activate")
+        tagger(env, "model", "register", str(artifact), "--activate", "--force")
         engine = sa.create_engine(db_url)
         log = (work / "worker.log").open("w")
         worker = subprocess.Popen(

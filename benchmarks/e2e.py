@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -76,6 +77,25 @@ def peak_rss_mb(pid: int) -> float:
     return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        # Fields after the command name, which may hold spaces: utime and stime are the
+        # 12th and 13th of them.
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every process on the machine has used, summed over cores (/proc/stat)."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (
+        int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]
+    )
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_finished(engine: sa.Engine, job_id: int, worker: subprocess.Popen) -> float:
     """Seconds from the job's creation (its batches queued) to its last batch written."""
     while True:
@@ -137,10 +157,19 @@ def run_workers(args, work: Path, artifact: Path, s3_url: str, db_url: str, jpeg
             wait_finished(engine, warm, worker)
             loads = log.read_text().count("loaded model")
             csv_path = write_csv(work / "t.csv", f"t{k}-", jpegs, n)
+            busy0, own0 = machine_busy_seconds(), cpu_seconds(process_tree(worker.pid))
+            kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             job = int(tagger(env, "import", str(csv_path)))
+            kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+            importer = kids.ru_utime + kids.ru_stime - kids0.ru_utime - kids0.ru_stime
             # Timed in Postgres, not around `tagger import`: the CLI's own start-up is not
             # tagging time.
             rate = n / wait_finished(engine, job, worker)
+            own = cpu_seconds(process_tree(worker.pid)) - own0
+            # Where the machine's CPU went while the job ran: the worker's processes, and
+            # everything else but `tagger import` (moto's S3 server, Postgres, Redis).
+            rest = machine_busy_seconds() - busy0 - own - importer
+            cpu = (1000 * own / n, 1000 * rest / n)
             if log.read_text().count("loaded model") != loads:
                 print(f"  note: {label}: a model was loaded during the timed job", flush=True)
             peaks = [peak_rss_mb(p) for p in process_tree(worker.pid)]
@@ -148,7 +177,7 @@ def run_workers(args, work: Path, artifact: Path, s3_url: str, db_url: str, jpeg
         finally:
             worker.send_signal(signal.SIGTERM)
             worker.wait(timeout=120)
-        results.append((label, runtime_label(env), rate, rss))
+        results.append((label, runtime_label(env), rate, rss, cpu))
         print(f"  ran {label}: {rate:.1f} images/s", flush=True)
     engine.dispose()
     redis.Redis.from_url(broker).flushdb()
@@ -158,11 +187,18 @@ def run_workers(args, work: Path, artifact: Path, s3_url: str, db_url: str, jpeg
         f"\nend to end, real `tagger worker` processes, {n} catalogue JPEGs (800x600), "
         f"image+text model, batches of {args.batch_size}:"
     )
-    for label, runtime, rate, rss in results:
+    for label, runtime, rate, rss, _ in results:
         limit = limits.get(runtime)
         of_limit = f"{rate / limit:5.2f}x its pipeline limit" if limit else ""
         print(
             f"  {label:38s} [{runtime:13s}] {rate:7.1f} images/s  {of_limit}  "
             f"{rate / before:5.2f}x before  peak RSS {rss[0]:5.0f} MB per process, "
             f"{rss[1]:5.0f} MB all"
+        )
+    print("\nCPU time per image while the timed job ran (both cores; ms):")
+    for label, runtime, _, _, (own, rest) in results:
+        print(
+            f"  {label:38s} [{runtime:13s}] worker {own:5.1f}  everything else (moto S3, "
+            f"Postgres, Redis) {rest:5.1f}  total {own + rest:5.1f}  "
+            f"(2 cores allow {2000 / (own + rest):5.1f} images/s)"
         )

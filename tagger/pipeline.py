@@ -247,6 +247,7 @@ class BatchTagger:
                 model_version=active.version,
                 predictions=predictions,
                 failures=outcome.failed,
+                shadow=shadow is not None,
             )
             if job_id is not None:
                 end_delivery(session=session, job_id=job_id, item_ids=ids)

@@ -44,8 +44,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif")
 _USERINFO = re.compile(r"//[^/@\s]+@")  # user:password@ in an endpoint URL
 
 
-def make_s3_client(settings: Settings) -> S3Client:
+def make_s3_client(settings: Settings, *, signature_version: str | None = None) -> S3Client:
     """One S3 client per process (after the fork), shared by all fetch threads.
+    ``signature_version``: botocore's default unless given (the page presigns with s3v4).
 
     A new Session each call: sessions are not thread-safe and must not cross a fork;
     the client they make is thread-safe. Credentials come from the standard AWS
@@ -63,6 +64,7 @@ def make_s3_client(settings: Settings) -> S3Client:
         # At least one pooled connection per fetch thread, or threads queue for sockets
         # and urllib3 warns "Connection pool is full, discarding connection".
         max_pool_connections=settings.s3_max_pool_connections,
+        signature_version=signature_version,
     )
     return boto3.session.Session().client(
         "s3",

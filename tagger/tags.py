@@ -37,6 +37,7 @@ def save_batch(
     model_version: str,
     predictions: Mapping[str, Prediction],
     failures: Mapping[str, ItemError],
+    shadow: bool | None = None,
 ) -> None:
     """Upsert tags and failures for one batch and move the job's counters, in the caller's
     transaction. Rows are sorted by key so concurrent batches lock in the same order (no
@@ -51,7 +52,8 @@ def save_batch(
     job's ledger (``job_items.state``, counted in ``jobs.failed``: `tagger jobs ID`), and
     their reasons go to the worker's log and metrics."""
     now = utcnow()
-    shadow = job_id is not None and shadow_version(session=session, job_id=job_id) is not None
+    if shadow is None:  # the caller did not read the job already: read it here
+        shadow = job_id is not None and shadow_version(session=session, job_id=job_id) is not None
     if shadow:
         _log_shadow_failures(job_id, failures)
     if predictions:
@@ -219,15 +221,19 @@ def _tag_select(query: TagQuery, *, session: Session):
     if query.source is not None:
         if query.model_version:
             raise ValueError("a version's own tags have no source: drop one of the two")
-        # Through the partial index of labelled rows, not the view's computed column.
-        labelled = sa.select(CurrentTagRow.item_id).where(CurrentTagRow.human)
-        if query.source == "human":
-            stmt = stmt.where(c.item_id.in_(labelled))
-        elif query.source == "model":
-            stmt = stmt.where(c.item_id.not_in(labelled))
-        else:
-            raise ValueError(f"source must be 'human' or 'model', got {query.source!r}")
+        stmt = stmt.where(source_condition(c.item_id, query.source))
     return stmt, c
+
+
+def source_condition(item_id: sa.ColumnElement, source: str) -> sa.ColumnElement[bool]:
+    """``human``: the items whose current row shows a person's label; ``model``: the
+    others. Through the partial index of labelled rows, not the view's computed column."""
+    labelled = sa.select(CurrentTagRow.item_id).where(CurrentTagRow.human)
+    if source == "human":
+        return item_id.in_(labelled)
+    if source == "model":
+        return item_id.not_in(labelled)
+    raise ValueError(f"source must be 'human' or 'model', got {source!r}")
 
 
 def prune_tags(*, session: Session, keep: int) -> int:

@@ -14,7 +14,7 @@ def review() -> None:
     """Review thresholds: which tags `current_tags.needs_review` marks (and the page queues)."""
 
 
-def _version(ctx: Context, session, version: str | None) -> str:
+def _version(session, version: str | None) -> str:
     from tagger.exceptions import NoActiveModel
     from tagger.registry import get_active_model_version
 
@@ -37,7 +37,7 @@ def thresholds(ctx: Context, version: str | None, fmt: str) -> None:
     from tagger.thresholds import list_thresholds
 
     with ctx.sessions() as session:
-        name = _version(ctx, session, version)
+        name = _version(session, version)
         rows = [
             {
                 "head": t.head,
@@ -79,6 +79,6 @@ def set_threshold_(
     head, label = (PRODUCT, product_type) if product_type is not None else (GENDER, gender)
     assert label is not None
     with ctx.sessions.begin() as session:
-        name = _version(ctx, session, version)
+        name = _version(session, version)
         set_threshold(session=session, version=name, head=head, label=label, threshold=value, by=by)
     click.echo(f"{name}: {head} {label!r} needs review below {value}")

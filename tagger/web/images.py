@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import logging
 
-import boto3
-import botocore.config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tagger.exceptions import ItemError
@@ -36,12 +34,7 @@ def make_presign_client(settings: Settings) -> S3Client:
     """The project's S3 client (tagger.storage.make_s3_client's configuration), signing
     with Signature Version 4: botocore presigns with the deprecated version 2 unless told
     otherwise (even against AWS), which buckets created since 2020 refuse."""
-    config = make_s3_client(settings).meta.config.merge(
-        botocore.config.Config(signature_version="s3v4")
-    )
-    return boto3.session.Session().client(
-        "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region, config=config
-    )
+    return make_s3_client(settings, signature_version="s3v4")
 
 
 def is_remote(uri: str) -> bool:

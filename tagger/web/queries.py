@@ -24,10 +24,11 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from tagger.db import CurrentTagRow, Item, Label, LabelChange, ModelVersion
+from tagger.db import Item, Label, LabelChange, ModelVersion
 from tagger.labels import label_history
 from tagger.ledger import member_ids
 from tagger.registry import get_active_model_version
+from tagger.tags import source_condition
 
 Sort = Literal["margin", "item"]
 Source = Literal["human", "model"]
@@ -158,12 +159,7 @@ def filtered(*, session: Session, filters: Filters) -> sa.Select:
         )
         stmt = stmt.where(view.c.item_id.in_(sa.select(members.c.item_id)))
     if filters.source is not None:
-        # Through the partial index of labelled rows, not the view's computed column.
-        labelled = sa.select(CurrentTagRow.item_id).where(CurrentTagRow.human)
-        if filters.source == "human":
-            stmt = stmt.where(view.c.item_id.in_(labelled))
-        else:
-            stmt = stmt.where(view.c.item_id.not_in(labelled))
+        stmt = stmt.where(source_condition(view.c.item_id, filters.source))
     return stmt
 
 

@@ -188,7 +188,7 @@ def check_conversion(
     size = int(model.input[IMAGE_INPUT].shape[1])
     images, captions = check_batch(size, tokenizer)
     keras_in: dict[str, np.ndarray] = {IMAGE_INPUT: images.astype(np.float32)}
-    ov_in: dict[str, np.ndarray] = {IMAGE_INPUT: images.astype(np.float32)}
+    ov_in: dict[str, np.ndarray] = {IMAGE_INPUT: images}  # uint8, as a worker passes it
     if tokenizer is not None:
         keras_in[CAPTION_INPUT] = np.array([c or "" for c in captions], dtype=str).reshape(-1, 1)
         ov_in[CAPTION_IDS_INPUT] = tokenizer.encode(captions)

@@ -79,6 +79,10 @@ class LoadedModel:
         size = self.image_size
         if images.ndim != 4 or images.shape[1:] != (size, size, 3):
             raise ValueError(f"images must have shape (N, {size}, {size}, 3), got {images.shape}")
+        if images.dtype != np.uint8:
+            # Decoded pixels are uint8; the OpenVINO graph takes them as such, and a float
+            # batch there would be truncated silently. Refused on every runtime alike.
+            raise ValueError(f"images must be uint8 pixels, got {images.dtype}")
         if len(captions) != images.shape[0]:
             raise ValueError(f"{images.shape[0]} images but {len(captions)} captions")
         if images.shape[0] == 0:

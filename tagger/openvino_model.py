@@ -7,6 +7,7 @@ tokenised in Python (``tagger.tokenizer``) because string operations do not conv
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -42,6 +43,11 @@ def compile_model(path: Path, *, precision: str, threads: int, shared: bool = Fa
     the same time. OpenVINO pins its threads to cores counted from the first, so two
     processes with one thread each both pin to core 0 and run at half speed (measured);
     unpinned, the operating system spreads them.
+
+    The image input takes the decoded uint8 pixels: the conversion to float is added to
+    the graph (PrePostProcessor), where the plugin's threads do it, exact for 0..255,
+    instead of a numpy cast per batch in Python that wrote a float copy four times the
+    batch's size (about 5% of the model call's CPU at 224 px, measured).
     """
     import openvino as ov
 
@@ -55,7 +61,10 @@ def compile_model(path: Path, *, precision: str, threads: int, shared: bool = Fa
         config["ENABLE_CPU_PINNING"] = False
     core = ov.Core()
     try:
-        return core.compile_model(core.read_model(str(path)), "CPU", config)
+        model = core.read_model(str(path))
+        preprocess = ov.preprocess.PrePostProcessor(model)
+        preprocess.input(IMAGE_INPUT).tensor().set_element_type(ov.Type.u8)
+        return core.compile_model(preprocess.build(), "CPU", config)
     except RuntimeError as e:
         raise ArtifactError(f"OpenVINO cannot load {path}: {e}") from e
 
@@ -111,9 +120,12 @@ class OpenVinoModel(LoadedModel):
         self, images: np.ndarray, captions: list[str | None]
     ) -> tuple[np.ndarray, np.ndarray]:
         # No padding to a fixed batch length: OpenVINO has no graph trace to amortise.
-        pixels = images.astype(np.float32)
+        # The graph takes uint8 (compile_model); decoded images already are, so this and
+        # the slices below (contiguous row ranges) are views, not copies.
+        pixels = np.ascontiguousarray(images, dtype=np.uint8)
         ids = self.tokenizer.encode(captions) if self.tokenizer is not None else None
-        slices = [s for s in np.array_split(np.arange(len(pixels)), self.streams) if len(s)]
+        bounds = np.linspace(0, len(pixels), self.streams + 1).astype(int)
+        slices = [slice(a, b) for a, b in itertools.pairwise(bounds) if b > a]
         self._results = {}
         for index, rows in enumerate(slices):
             inputs = {IMAGE_INPUT: pixels[rows]}

@@ -124,6 +124,14 @@ def test_predict_refuses_wrong_shapes(built):
 
 
 @pytest.mark.slow
+def test_predict_refuses_float_pixels(built):
+    """A float batch is refused with its dtype named: models take decoded uint8 pixels."""
+    _, _, loaded = built
+    with pytest.raises(ValueError, match=r"uint8.*float32"):
+        loaded.predict(_images(2).astype(np.float32), ["", ""])
+
+
+@pytest.mark.slow
 def test_round_trip_gives_identical_predictions(built):
     """The in-memory model and the one loaded from its artifact tag a batch identically."""
     from tagger.model import KerasModel

@@ -167,6 +167,36 @@ def test_converted_caption_model_matches_keras(converted):
 
 
 @pytest.mark.slow
+def test_openvino_takes_uint8_and_slices_batches_by_rows(converted):
+    """The graph's image input is uint8 (no float copy per batch); a batch cut into the
+    plugin's streams gives each row the scores it gets alone, whatever the batch size."""
+    import openvino as ov
+
+    from tagger.artifacts import IMAGE_INPUT, read_artifact_info
+    from tagger.openvino_model import load_openvino
+
+    path, _, folder = converted
+    model = load_openvino(
+        folder, info=read_artifact_info(path), version="v", precision="fp32", threads=0
+    )
+    assert model._compiled.input(IMAGE_INPUT).get_element_type() == ov.Type.u8
+    images = np.random.default_rng(5).integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
+    captions = [*CAPTIONS, "a blue shirt", None]
+    alone = [model.predict(images[i : i + 1], captions[i : i + 1])[0] for i in range(7)]
+    for n in range(1, 8):
+        together = model.predict(images[:n], captions[:n])
+        for a, b in zip(together, alone[:n], strict=True):
+            assert a.product_type == b.product_type and a.gender == b.gender
+            assert (
+                max(
+                    abs(a.scores["product"][k] - b.scores["product"][k])
+                    for k in a.scores["product"]
+                )
+                < 1e-5
+            )
+
+
+@pytest.mark.slow
 def test_shared_host_turns_thread_pinning_off(converted):
     """Several pool processes on one host: pinning off (each would pin its threads to
     the same first cores); the thread count and the precision are set as asked."""

@@ -140,7 +140,9 @@ def observe_batch(outcome: BatchOutcome) -> None:
     if wall > 0:
         m.images_per_second.set(len(outcome.tagged) / wall)
     model = (outcome.model_version, outcome.runtime)
-    if m.model != model:
+    # A shadow batch ran a candidate beside the served version: the info gauge keeps
+    # saying which version the worker serves, not the last one it happened to run.
+    if m.model != model and not outcome.shadow:
         if m.model is not None:
             # Files cannot forget a series: the old model's info goes to 0, not away.
             m.model_info.labels(*m.model).set(0)

@@ -55,6 +55,8 @@ class BatchOutcome:
     seconds: dict[str, float] = field(default_factory=dict)
     #: the inference runtime that ran the model call ("keras", "openvino"); "" if none
     runtime: str = ""
+    #: a shadow job's batch: tagged with a candidate, not the version the worker serves
+    shadow: bool = False
 
 
 #: The roles a loaded model plays in a process: the active version's (ordinary jobs) and
@@ -215,7 +217,9 @@ class BatchTagger:
             }
         model = self.model_for(active, shadow=shadow is not None)
         clock.lap("load")
-        outcome = BatchOutcome(job_id=job_id, model_version=active.version)
+        outcome = BatchOutcome(
+            job_id=job_id, model_version=active.version, shadow=shadow is not None
+        )
         outcome.unknown = [i for i in ids if i not in items]
         if outcome.unknown:
             log.warning("job %s: %d queued items no longer exist", job_id, len(outcome.unknown))

@@ -96,6 +96,16 @@ def test_a_new_model_version_replaces_the_old_in_the_info_gauge(prom_dir):
     assert s["model_versions"] == ["v2"] and s["batches"] == 2
 
 
+def test_a_shadow_batch_counts_but_leaves_the_served_version_in_the_info_gauge(prom_dir):
+    """A candidate's shadow batch is counted under its version, yet the process still
+    reports the active version as the one it runs."""
+    metrics.observe_batch(_outcome(version="v1"))
+    metrics.observe_batch(_outcome(version="v2", tagged=4, shadow=True))
+    s = metrics.summary()
+    assert s["model_versions"] == ["v1"]
+    assert (s["batches"], s["images_tagged"]) == (2, 7)
+
+
 def _child_batch(tagged: int, done, leave) -> None:
     metrics.observe_batch(_outcome(tagged=tagged))
     done.set()

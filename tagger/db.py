@@ -221,6 +221,8 @@ class JobItem(Base):
         sa.ForeignKey("items.item_id", ondelete="CASCADE"), primary_key=True
     )
     state: Mapped[str] = mapped_column(sa.String(16), default=ItemState.PENDING)
+    #: why the item failed in this job (failed items; None before migration 0012)
+    reason: Mapped[str | None] = mapped_column(sa.String(32))
     updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True), default=utcnow)
     #: deliveries of the item's batch that started / that died before finishing
     attempts: Mapped[int] = mapped_column(sa.Integer, default=0)

@@ -6,7 +6,7 @@ model", "Failure semantics")."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -103,15 +103,18 @@ def list_jobs(*, session: Session, limit: int = 20) -> list[Job]:
 
 
 def failure_counts(*, session: Session, job_id: int) -> dict[str, int]:
-    """Failures by reason for the items of a job."""
+    """Failures by reason for the items of a job: the reason its ledger row keeps, or for
+    rows from before it kept one, the item's row in ``failures``."""
+    reason = sa.func.coalesce(JobItem.reason, Failure.reason)
     rows = session.execute(
-        sa.select(Failure.reason, sa.func.count())
-        .join(JobItem, JobItem.item_id == Failure.item_id)
-        .where(JobItem.job_id == job_id, JobItem.state == ItemState.FAILED)
-        .group_by(Failure.reason)
-        .order_by(Failure.reason)
+        sa.select(reason, sa.func.count())
+        .select_from(JobItem)
+        .outerjoin(Failure, Failure.item_id == JobItem.item_id)
+        .where(JobItem.job_id == job_id, JobItem.state == ItemState.FAILED, reason.is_not(None))
+        .group_by(reason)
+        .order_by(reason)
     ).all()
-    return {reason: int(n) for reason, n in rows}
+    return {str(r): int(n) for r, n in rows}
 
 
 def delivery_counts(*, session: Session, job_id: int) -> dict[str, int]:
@@ -143,9 +146,10 @@ def mark_started(*, session: Session, job_id: int) -> None:
 
 
 def record_outcomes(
-    *, session: Session, job_id: int, tagged: Sequence[str], failed: Sequence[str]
+    *, session: Session, job_id: int, tagged: Sequence[str], failed: Mapping[str, str]
 ) -> None:
-    """Move the job's items to tagged/failed and bump the counters by what actually moved.
+    """Move the job's items to tagged/failed (``failed``: item id → reason, kept on the
+    item's ledger row) and bump the counters by what actually moved.
 
     A re-delivered batch finds its items already moved (rowcount 0) and counts nothing; a
     concurrent duplicate blocks on the same rows and then finds them moved too.
@@ -162,21 +166,30 @@ def record_outcomes(
                     JobItem.item_id.in_(chunk),
                     JobItem.state == frm,
                 )
-                .values(state=to, updated_at=now)
+                .values(state=to, reason=None, updated_at=now)
             )
             moved += result.rowcount
         return moved
 
-    def settle(ids: Sequence[str], to: ItemState) -> int:
+    def settle(reasons: Mapping[str, str | None], to: ItemState) -> int:
         # Pending items, with a row (delivered) or without (never delivered), move to
         # ``to``; settled ones stay as they are and count nothing.
         settled = 0
-        for chunk in chunked(sorted(set(ids)), CHUNK):
-            rows = [{"job_id": job_id, "item_id": i, "state": to, "updated_at": now} for i in chunk]
+        for chunk in chunked(sorted(reasons), CHUNK):
+            rows = [
+                {
+                    "job_id": job_id,
+                    "item_id": i,
+                    "state": to,
+                    "reason": reasons[i],
+                    "updated_at": now,
+                }
+                for i in chunk
+            ]
             statement = insert(session, JobItem).values(rows)
             statement = statement.on_conflict_do_update(
                 index_elements=[JobItem.job_id, JobItem.item_id],
-                set_={"state": to.value, "updated_at": now},
+                set_={"state": to.value, "reason": statement.excluded.reason, "updated_at": now},
                 where=JobItem.state == ItemState.PENDING,
             ).returning(JobItem.item_id)
             settled += len(session.execute(statement).all())
@@ -184,7 +197,7 @@ def record_outcomes(
 
     # Failed to tagged first: a row that is failed now must not count as newly tagged.
     tagged_after_failure = move(tagged, ItemState.TAGGED, ItemState.FAILED)
-    tagged_new = settle(tagged, ItemState.TAGGED)
+    tagged_new = settle(dict.fromkeys(tagged), ItemState.TAGGED)
     failed_new = settle(failed, ItemState.FAILED)
     done_delta = tagged_new + tagged_after_failure
     failed_delta = failed_new - tagged_after_failure

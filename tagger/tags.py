@@ -49,8 +49,8 @@ def save_batch(
     retries (attempts, back-off, "still failing" since the last change), which are about
     the active version's tagging; a candidate failing on an image, or tagging one that had
     failed, says nothing about those. Its failed items are settled as ``failed`` in the
-    job's ledger (``job_items.state``, counted in ``jobs.failed``: `tagger jobs ID`), and
-    their reasons go to the worker's log and metrics."""
+    job's ledger (``job_items.state`` and ``reason``, counted in ``jobs.failed``:
+    `tagger jobs ID`), and their messages go to the worker's log."""
     now = utcnow()
     if shadow is None:  # the caller did not read the job already: read it here
         shadow = job_id is not None and shadow_version(session=session, job_id=job_id) is not None
@@ -119,7 +119,10 @@ def save_batch(
             session.execute(stmt, chunk)
     if job_id is not None:
         record_outcomes(
-            session=session, job_id=job_id, tagged=list(predictions), failed=list(failures)
+            session=session,
+            job_id=job_id,
+            tagged=list(predictions),
+            failed={item_id: err.reason for item_id, err in failures.items()},
         )
 
 

@@ -64,7 +64,9 @@ def test_resume_queues_each_pending_item_once_in_the_jobs_batch_size(
 
     job_id = _job(session_factory, 7, batch_size=3)
     with session_factory.begin() as session:
-        record_outcomes(session=session, job_id=job_id, tagged=["i0", "i4"], failed=["i6"])
+        record_outcomes(
+            session=session, job_id=job_id, tagged=["i0", "i4"], failed={"i6": "corrupt_image"}
+        )
     reports = []
     resumed = resume_job(
         app=app,

@@ -38,7 +38,9 @@ def test_redelivered_batch_counts_once(session_factory):
     job_id = _job(session_factory)
     for _ in range(2):
         with session_factory.begin() as s:
-            record_outcomes(session=s, job_id=job_id, tagged=["i0", "i1"], failed=["i2"])
+            record_outcomes(
+                session=s, job_id=job_id, tagged=["i0", "i1"], failed={"i2": "corrupt_image"}
+            )
     assert _counts(session_factory, job_id) == ("running", 2, 1)
 
 
@@ -46,9 +48,11 @@ def test_job_finishes_when_every_item_has_an_outcome(session_factory):
     """The job turns finished exactly when done + failed reaches total."""
     job_id = _job(session_factory)
     with session_factory.begin() as s:
-        record_outcomes(session=s, job_id=job_id, tagged=["i0", "i1", "i2"], failed=[])
+        record_outcomes(session=s, job_id=job_id, tagged=["i0", "i1", "i2"], failed={})
     with session_factory.begin() as s:
-        record_outcomes(session=s, job_id=job_id, tagged=["i3", "i4"], failed=["i5"])
+        record_outcomes(
+            session=s, job_id=job_id, tagged=["i3", "i4"], failed={"i5": "corrupt_image"}
+        )
     assert _counts(session_factory, job_id) == ("finished", 5, 1)
 
 
@@ -56,9 +60,9 @@ def test_failed_item_tagged_later_moves_between_counters(session_factory):
     """An item that failed and is then tagged counts as done, not as both."""
     job_id = _job(session_factory)
     with session_factory.begin() as s:
-        record_outcomes(session=s, job_id=job_id, tagged=[], failed=["i0"])
+        record_outcomes(session=s, job_id=job_id, tagged=[], failed={"i0": "corrupt_image"})
     with session_factory.begin() as s:
-        record_outcomes(session=s, job_id=job_id, tagged=["i0"], failed=[])
+        record_outcomes(session=s, job_id=job_id, tagged=["i0"], failed={})
     assert _counts(session_factory, job_id) == ("running", 1, 0)
 
 
@@ -71,7 +75,7 @@ def test_concurrent_batches_on_postgres_do_not_lose_updates(session_factory):
     def work(ids):
         barrier.wait()
         with session_factory.begin() as s:
-            record_outcomes(session=s, job_id=job_id, tagged=ids, failed=[])
+            record_outcomes(session=s, job_id=job_id, tagged=ids, failed={})
 
     threads = [threading.Thread(target=work, args=(b,)) for b in batches + batches]
     for t in threads:
@@ -106,6 +110,51 @@ def test_describe_one_job_lists_failures_by_reason(session_factory):
         assert s.scalar(sa.select(sa.func.count()).select_from(Job)) == 1
 
 
+def test_each_job_keeps_the_reason_its_items_failed_with(session_factory):
+    """An item that fails again in a later job for another reason, or is tagged there,
+    leaves the earlier job's failures by reason as they were; a failure row from before
+    the ledger kept reasons still counts."""
+    from tagger.db import Failure
+    from tagger.exceptions import MissingImage, NotAnImage
+    from tagger.jobs import failure_counts
+    from tagger.tags import save_batch
+
+    first = _job(session_factory, n=3)
+    with session_factory.begin() as s:
+        failures = {"i0": MissingImage("gone"), "i1": MissingImage("gone")}
+        save_batch(session=s, job_id=first, model_version="", predictions={}, failures=failures)
+        second = create_job(
+            session=s, kind=JobKind.RETAG, source="t", item_ids=["i0", "i1", "i2"], batch_size=3
+        ).id
+        save_batch(
+            session=s,
+            job_id=second,
+            model_version="",
+            predictions={},
+            failures={"i0": NotAnImage("html"), "i1": NotAnImage("html")},
+        )
+    with session_factory.begin() as s:
+        assert failure_counts(session=s, job_id=first) == {"missing_image": 2}
+        assert failure_counts(session=s, job_id=second) == {"not_an_image": 2}
+        # a ledger row written before job_items.reason existed: the failures row answers
+        s.execute(sa.update(JobItem).where(JobItem.job_id == first).values(reason=None))
+        assert failure_counts(session=s, job_id=first) == {"not_an_image": 2}
+        s.execute(sa.delete(Failure))
+        assert failure_counts(session=s, job_id=first) == {}
+
+
+def test_a_failed_item_tagged_on_retry_loses_its_reason(session_factory):
+    """A failed item that a later delivery tags is tagged in the ledger, with no reason."""
+    job_id = _job(session_factory)
+    with session_factory.begin() as s:
+        record_outcomes(session=s, job_id=job_id, tagged=[], failed={"i0": "storage_error"})
+    with session_factory.begin() as s:
+        record_outcomes(session=s, job_id=job_id, tagged=["i0"], failed={})
+    with session_factory() as s:
+        row = s.get(JobItem, (job_id, "i0"))
+        assert (row.state, row.reason) == ("tagged", None)
+
+
 def _items(session_factory, job_id):
     with session_factory() as s:
         rows = s.execute(sa.select(JobItem).where(JobItem.job_id == job_id)).scalars()
@@ -130,7 +179,7 @@ def test_delivery_counts_only_pending_items(session_factory):
     """Items already tagged or failed are not counted again when their batch comes back."""
     job_id = _job(session_factory)
     with session_factory.begin() as s:
-        record_outcomes(session=s, job_id=job_id, tagged=["i0"], failed=["i1"])
+        record_outcomes(session=s, job_id=job_id, tagged=["i0"], failed={"i1": "corrupt_image"})
     with session_factory.begin() as s:
         deaths = start_delivery(session=s, job_id=job_id, item_ids=["i0", "i1", "i2"])
     assert deaths == {"i2": 0}
@@ -143,7 +192,7 @@ def test_hand_over_closes_the_older_job_with_counters_that_add_up(session_factor
     done + failed + moved == total and its tagged items untouched."""
     old = _job(session_factory)
     with session_factory.begin() as s:
-        record_outcomes(session=s, job_id=old, tagged=["i0", "i1"], failed=["i2"])
+        record_outcomes(session=s, job_id=old, tagged=["i0", "i1"], failed={"i2": "corrupt_image"})
         new = create_job(
             session=s, kind=JobKind.RETAG, source="t", item_ids=["i3", "i4", "i5"], batch_size=3
         )

@@ -81,7 +81,9 @@ def test_resume_reads_only_pending_items_packed_in_full_batches(sessions):
         job_id = create_job(
             session=s, kind=JobKind.IMPORT, source="t", item_ids=ids, batch_size=4
         ).id
-        record_outcomes(session=s, job_id=job_id, tagged=["i001", "i002"], failed=["i008"])
+        record_outcomes(
+            session=s, job_id=job_id, tagged=["i001", "i002"], failed={"i008": "corrupt_image"}
+        )
     left = [i for i in ids if i not in ("i001", "i002", "i008")]
     with sessions() as s:
         assert list(pending_batches(session=s, job_id=job_id, batch_size=4)) == [
@@ -102,7 +104,7 @@ def test_a_batch_of_settled_items_drops_out_of_the_read_back(sessions):
         job_id = create_job(
             session=s, kind=JobKind.IMPORT, source="t", item_ids=ids, batch_size=2
         ).id
-        record_outcomes(session=s, job_id=job_id, tagged=ids[:4], failed=[])
+        record_outcomes(session=s, job_id=job_id, tagged=ids[:4], failed={})
     with sessions() as s:
         pages = list(batch_pages(session=s, job_id=job_id, pending_only=True, page=1))
     assert pages == [[], [], [ids[4:]]]
@@ -114,7 +116,7 @@ def test_hand_over_writes_moved_rows_for_never_delivered_items(sessions):
     ids = _items(sessions, 4)
     with sessions.begin() as s:
         old = create_job(session=s, kind=JobKind.IMPORT, source="t", item_ids=ids, batch_size=4)
-        record_outcomes(session=s, job_id=old.id, tagged=["i000"], failed=[])
+        record_outcomes(session=s, job_id=old.id, tagged=["i000"], failed={})
         new = create_job(
             session=s, kind=JobKind.RETAG, source="t", item_ids=["i000", "i001"], batch_size=4
         )

@@ -33,7 +33,12 @@ def _job(session_factory, prefix: str, n: int, *, finished_days_ago: float | Non
             session=s, kind=JobKind.IMPORT, source="t", item_ids=ids, batch_size=4
         ).id
         if finished_days_ago is not None:
-            record_outcomes(session=s, job_id=job_id, tagged=ids[:-1], failed=ids[-1:])
+            record_outcomes(
+                session=s,
+                job_id=job_id,
+                tagged=ids[:-1],
+                failed=dict.fromkeys(ids[-1:], "corrupt_image"),
+            )
             s.add(Failure(item_id=ids[-1], job_id=job_id, reason="missing_image", message="x"))
             at = utcnow() - finished_days_ago * DAY
             s.execute(sa.update(Job).where(Job.id == job_id).values(finished_at=at))
@@ -71,7 +76,7 @@ def test_running_queued_and_recent_jobs_are_untouched(session_factory):
     running = _job(session_factory, "r", 5, finished_days_ago=None)
     recent = _job(session_factory, "n", 5, finished_days_ago=3)
     with session_factory.begin() as s:
-        record_outcomes(session=s, job_id=running, tagged=["r000"], failed=[])
+        record_outcomes(session=s, job_id=running, tagged=["r000"], failed={})
         s.execute(
             sa.update(Job)
             .where(Job.id.in_([queued, running]))

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from tagger.current import refresh_current_tags
 from tagger.db import CurrentTagRow, Failure, Item, Job, JobItem, ModelComparison, Tag, utcnow
 from tagger.exceptions import MissingImage, NotAnImage, UnknownModelVersion
-from tagger.jobs import create_job
+from tagger.jobs import create_job, failure_counts
 from tagger.labels import set_label
 from tagger.ledger import item_states, pending_ids
 from tagger.registry import activate_model_version
@@ -115,9 +115,9 @@ def test_shadow_tags_are_stored_under_the_candidate_and_never_current(sessions):
 
 
 def test_shadow_failures_stay_in_the_jobs_ledger(sessions):
-    """A shadow job's failed items are failed in its ledger and counters only: no failures
-    row is written, none is cleared by a shadow tag, and the failures' attempts and
-    times (the sweep's retry schedule) are as they were."""
+    """A shadow job's failed items are failed, with their reasons, in its ledger and
+    counters only: no failures row is written, none is cleared by a shadow tag, and the
+    failures' attempts and times (the sweep's retry schedule) are as they were."""
     _catalogue(sessions)
     with sessions.begin() as s:
         imported = create_job(
@@ -135,6 +135,7 @@ def test_shadow_failures_stay_in_the_jobs_ledger(sessions):
         assert s.execute(sa.select(Failure.__table__)).all() == failure_before
         states = item_states(session=s, job_id=job_id)
         assert (states["i0"], states["i4"]) == ("failed", "tagged")
+        assert failure_counts(session=s, job_id=job_id) == {"missing_image": 1}
         job = s.get(Job, job_id)
         assert (job.done, job.failed) == (1, 1)
         assert s.get(Item, "i4").untagged and "i4" not in _shown(s)

@@ -80,7 +80,7 @@ def test_the_columns_store_the_plain_words(sessions):
     assert _raw(sessions, f"SELECT status FROM jobs WHERE id = {old_id}") == [("running",)]
 
     with sessions.begin() as s:
-        record_outcomes(session=s, job_id=old_id, tagged=["a"], failed=["b"])
+        record_outcomes(session=s, job_id=old_id, tagged=["a"], failed={"b": "corrupt_image"})
         new = create_job(
             session=s, kind=JobKind.RETAG, source="t", item_ids=["c", "d"], batch_size=4
         )
@@ -100,10 +100,10 @@ def test_the_columns_store_the_plain_words(sessions):
 
     # record_outcomes' sa.case: running while items are left, then finished.
     with sessions.begin() as s:
-        record_outcomes(session=s, job_id=new_id, tagged=["c"], failed=[])
+        record_outcomes(session=s, job_id=new_id, tagged=["c"], failed={})
     assert _raw(sessions, jobs)[2] == (new_id, "retag", "running")
     with sessions.begin() as s:
-        record_outcomes(session=s, job_id=new_id, tagged=[], failed=["d"])
+        record_outcomes(session=s, job_id=new_id, tagged=[], failed={"d": "corrupt_image"})
     rows = _raw(sessions, jobs)
     assert rows == [
         (old_id, "import", "finished"),

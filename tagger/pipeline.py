@@ -9,10 +9,8 @@ the fork: TensorFlow, connection pools and boto3 clients do not survive ``fork()
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +23,7 @@ from tagger.db import Item, ModelVersion
 from tagger.exceptions import ItemError, NoActiveModel, WorkerCrash
 from tagger.images import decode_many
 from tagger.jobs import end_delivery, mark_started, shadow_version, start_delivery
+from tagger.model_slots import ModelSlots
 from tagger.registry import get_active_model_version, get_model_version
 from tagger.settings import Settings
 from tagger.storage import fetch_many, make_s3_client
@@ -59,13 +58,6 @@ class BatchOutcome:
     shadow: bool = False
 
 
-#: The roles a loaded model plays in a process: the active version's (ordinary jobs) and
-#: a shadow job's candidate (`tagger model compare`). One model per role stays loaded, so a
-#: worker taking batches of both in turn never reloads, and one that never sees a shadow
-#: job holds one model, as before.
-ROLES = ("active", "shadow")
-
-
 class BatchTagger:
     """Tags batches of item ids with the active model version (or a shadow job's own),
     loading each once per process and re-checking which version is active before every
@@ -86,12 +78,8 @@ class BatchTagger:
         self._s3_client_factory = s3_client_factory or (lambda: make_s3_client(settings))
         self._s3_client: Any = None
         self._loader: ModelLoader | None = None
-        self._lock = threading.Lock()
-        # the loaded models and the loads in flight, by version; the version each role
-        # uses now (see model_for)
-        self._models: dict[str, LoadedModel] = {}
-        self._loading: dict[str, Future[LoadedModel]] = {}
-        self._roles: dict[str, str] = {}
+        #: one model per role (active, shadow), loaded between batches by _load
+        self.models = ModelSlots(self._load)
 
     @property
     def s3_client(self) -> Any:
@@ -101,60 +89,13 @@ class BatchTagger:
 
     # --- model ---------------------------------------------------------------------
     def model_for(self, version: ModelVersion, *, shadow: bool = False) -> LoadedModel:
-        """The loaded model of ``version``; loads it (once) when the active one changed,
-        between batches: a roll-out needs no restart. ``shadow``: for a shadow job's batch.
-
-        One model per role (ROLES) stays loaded: a version no role uses any more is dropped
-        before another is loaded, so a process holds at most two models, and one while it
-        sees no shadow job. When a roll-out activates the candidate a worker was shadowing,
-        that model is already loaded.
-
-        The load runs in a thread of its own and the batch waits for it. A batch's soft
-        time limit interrupts only the wait: the load carries on, and the next delivery
-        waits for the same load instead of starting over, so a model that takes longer
-        to load than the limit (a slow or busy host) is still loaded in the end.
-        """
-        name = version.version
-        with self._lock:
-            self._roles[ROLES[1] if shadow else ROLES[0]] = name
-            used = set(self._roles.values())
-            # Drop what no role uses before loading anything: memory holds what is needed.
-            for held in [v for v in (*self._models, *self._loading) if v not in used]:
-                self._models.pop(held, None)
-                self._loading.pop(held, None)
-            if name in self._models:
-                return self._models[name]
-            if name not in self._loading:
-                self._loading[name] = self._start_load(version)
-            future = self._loading[name]
-        try:
-            model = future.result()
-        finally:
-            with self._lock:
-                if future.done() and self._loading.get(name) is future:
-                    del self._loading[name]  # loaded, or failed: a later batch loads afresh
-                    if future.exception() is None:
-                        self._models[name] = future.result()
-        return model
+        """The loaded model of ``version``, loaded once (tagger.model_slots.ModelSlots)."""
+        return self.models.model_for(version, shadow=shadow)
 
     @property
     def loaded_versions(self) -> list[str]:
         """The versions whose models this process holds now."""
-        with self._lock:
-            return sorted(self._models)
-
-    def _start_load(self, version: ModelVersion) -> Future[LoadedModel]:
-        future: Future[LoadedModel] = Future()
-
-        def load() -> None:
-            try:
-                future.set_result(self._load(version))
-            except BaseException as exc:  # handed to the waiting batch, which reports it
-                future.set_exception(exc)
-
-        # A daemon: a worker shutting down does not wait for a load nobody needs any more.
-        threading.Thread(target=load, name=f"load-{version.version}", daemon=True).start()
-        return future
+        return self.models.loaded_versions
 
     def _load(self, version: ModelVersion) -> LoadedModel:
         from tagger.artifact_cache import resolve_artifact

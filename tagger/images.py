@@ -26,11 +26,9 @@ time too, so ``train/`` should call :func:`decode_image` rather than its own res
 
 from __future__ import annotations
 
-import collections
 import io
 import os
 import re
-import threading
 import warnings
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +37,9 @@ from contextlib import contextmanager, nullcontext
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
+from tagger import image_modes
 from tagger.exceptions import CorruptImage, ItemError, NotAnImage, TooLarge
+from tagger.pixel_budget import PixelBudget
 from tagger.png import SIGNATURE as PNG_SIGNATURE
 from tagger.png import png_damage
 
@@ -51,11 +51,6 @@ ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 # mostly near-square, so the distortion is mild. BILINEAR in Pillow is antialiased when
 # shrinking and is the cheapest filter that is.
 RESAMPLE = Image.Resampling.BILINEAR
-
-# Big images are first box-reduced by whole factors to at least this many times the
-# target size, then resampled. Pillow's own ``resize(reducing_gap=2.0)`` uses the same
-# rule; its docs call the result indistinguishable from a full resample in most cases.
-REDUCING_GAP = 2
 
 # Animations with more frames than this are refused, where the file states its count
 # (APNG, animated WebP, MPO). Only the first frame is ever decoded, so this is a policy
@@ -72,9 +67,6 @@ MAX_FRAMES = 1000
 PILLOW_BLOCK_SIZE = 256 * 2**20
 if "PILLOW_BLOCK_SIZE" not in os.environ:
     Image.core.set_block_size(PILLOW_BLOCK_SIZE)
-
-# Background for transparent pixels: catalogue cut-outs are shown on white.
-BACKGROUND = (255, 255, 255)
 
 _BOMB_FILTER = ("error", None, Image.DecompressionBombWarning, None, 0)
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
@@ -167,47 +159,6 @@ def decode_many(
         return dict(zip(blobs.keys(), results, strict=True))
 
 
-class PixelBudget:
-    """Lets threads hold at most ``limit`` pixels at once; a bigger request runs alone.
-
-    First come, first served: a big image waiting for room is not overtaken forever by
-    small ones, so every decode finishes and the wait is bounded by the batch.
-    """
-
-    def __init__(self, limit: int) -> None:
-        if limit < 1:
-            raise ValueError(f"pixel budget must be positive, got {limit}")
-        self.limit = limit
-        self.in_use = 0
-        self._cond = threading.Condition()
-        self._queue: collections.deque[object] = collections.deque()
-
-    @contextmanager
-    def hold(self, pixels: int) -> Iterator[None]:
-        ticket = object()
-        with self._cond:
-            self._queue.append(ticket)
-            try:
-                while self._queue[0] is not ticket or (
-                    self.in_use and self.in_use + pixels > self.limit
-                ):
-                    self._cond.wait()
-            except BaseException:
-                # Interrupted while waiting: leave the queue, or everyone behind us waits.
-                self._queue.remove(ticket)
-                self._cond.notify_all()
-                raise
-            self._queue.popleft()
-            self.in_use += pixels
-            self._cond.notify_all()  # the next in line may fit as well
-        try:
-            yield
-        finally:
-            with self._cond:
-                self.in_use -= pixels
-                self._cond.notify_all()
-
-
 # --- helpers ---------------------------------------------------------------------------
 
 
@@ -223,7 +174,7 @@ def _decode(
     with img, held, _as_item_error(f"{img.format} data is damaged", max_pixels):
         img.load()
         orientation = _orientation(img)
-        rgb = _to_rgb(_shrink(_fix_transparency(img), size))
+        rgb = image_modes.to_rgb(image_modes.shrink(image_modes.fix_transparency(img), size))
         if rgb.size != (size, size):
             rgb = rgb.resize((size, size), RESAMPLE)
         # Squashing to a square commutes with these flips and quarter turns, so they are
@@ -364,64 +315,3 @@ def _orientation(img: Image.Image) -> Image.Transpose | None:
         if _not_the_images_fault(e):
             raise
         return None
-
-
-def _fix_transparency(img: Image.Image) -> Image.Image:
-    # A palette has at most 256 entries, but a PNG tRNS chunk can be longer, and Pillow's
-    # convert() then fails ("palette index out of range"). Viewers ignore the excess
-    # entries, and no pixel can use them, so dropping them gives exactly that picture.
-    t = img.info.get("transparency")
-    if img.mode == "P" and t is not None:
-        if isinstance(t, int) and not 0 <= t < 256:
-            del img.info["transparency"]
-        elif isinstance(t, bytes) and len(t) > 256:
-            img.info["transparency"] = t[:256]
-    return img
-
-
-def _shrink(img: Image.Image, size: int) -> Image.Image:
-    """Box-reduce a big decoded image by whole factors, keeping at least 2x the target.
-
-    Done before any other conversion so that only the decoded image itself is full size:
-    a 36 MP RGBA PNG went through four more full-size copies (EXIF transpose, RGBA
-    convert, white background, composite) before it was resized.
-    """
-    fx = int(img.width / size / REDUCING_GAP) or 1
-    fy = int(img.height / size / REDUCING_GAP) or 1
-    if fx == 1 and fy == 1:
-        return img
-    # reduce() averages raw values, which is wrong for palette indices and bilevel
-    # pixels, unsupported for 16-bit ones, and would blur a transparent colour key into
-    # its neighbours; those few modes get one full-size conversion first. 16-bit grey
-    # goes first: converting it to RGBA would clip it (its rare colour key is ignored,
-    # at every size, as _to_rgb does).
-    if img.mode.startswith("I"):
-        if img.mode != "I":
-            img = img.convert("I")
-    elif img.mode == "P" or "transparency" in img.info:
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    elif img.mode == "1":
-        img = img.convert("L")
-    return img.reduce((fx, fy))
-
-
-def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any mode Pillow gives for our formats -> 8-bit RGB, transparency over white."""
-    mode = img.mode
-    if mode.startswith("I"):
-        # 16-bit greyscale PNG: Pillow's convert() clips to 0..255 instead of scaling,
-        # which would turn nearly every pixel white. Scale 0..65535 to 0..255 ourselves.
-        # (A tRNS colour key on 16-bit grey, which Pillow cannot convert either, is
-        # dropped here: such images are drawn opaque.)
-        wide = np.asarray(img).astype(np.int64).clip(0, 65535)
-        img = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8))
-        mode = img.mode
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
-    if has_alpha:
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    if mode != "RGB":
-        # CMYK (Adobe JPEGs are un-inverted by Pillow on load), L, 1, P, YCbCr, ...
-        return img.convert("RGB")
-    return img

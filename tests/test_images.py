@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, ImageFile, JpegImagePlugin
 
 from tagger.exceptions import CorruptImage, MissingImage, NotAnImage, TooLarge
-from tagger.images import RESAMPLE, PixelBudget, decode_image, decode_many
+from tagger.images import RESAMPLE, decode_image, decode_many
 from tagger.png import png_damage
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
@@ -567,43 +567,6 @@ def test_decode_many_keeps_decoding_pixels_within_the_budget(monkeypatch):
     out = decode_many(blobs, size=16, max_pixels=LIMIT, workers=4, pixel_budget=25_000)
     assert all(isinstance(a, np.ndarray) for a in out.values())
     assert seen and all(n <= 25_000 or n == 40_000 for n in seen)
-
-
-def test_pixel_budget_is_first_come_first_served():
-    """A small request that would fit waits behind an earlier big one, so nothing starves."""
-    budget = PixelBudget(10)
-    order: list[str] = []
-
-    def take(name: str, pixels: int) -> None:
-        with budget.hold(pixels):
-            order.append(name)
-
-    def queued(n: int) -> None:
-        deadline = time.monotonic() + 10
-        while len(budget._queue) < n and time.monotonic() < deadline:
-            time.sleep(0.001)
-
-    with budget.hold(6):
-        big = threading.Thread(target=take, args=("big", 8))
-        big.start()
-        queued(1)
-        small = threading.Thread(target=take, args=("small", 2))
-        small.start()
-        queued(2)
-        assert order == []
-    big.join(10)
-    small.join(10)
-    assert order == ["big", "small"]
-    assert budget.in_use == 0
-
-
-def test_pixel_budget_runs_an_oversized_request_alone_and_frees_on_error():
-    """A request bigger than the whole budget proceeds when nothing else holds pixels."""
-    budget = PixelBudget(10)
-    with pytest.raises(RuntimeError), budget.hold(50):
-        assert budget.in_use == 50
-        raise RuntimeError
-    assert budget.in_use == 0
 
 
 def test_decode_many_passes_item_errors_through_and_never_raises():

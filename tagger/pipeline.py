@@ -20,9 +20,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tagger.batching import unique
 from tagger.db import Item, ModelVersion
+from tagger.deliveries import end_delivery, start_delivery
 from tagger.exceptions import ItemError, NoActiveModel, WorkerCrash
 from tagger.images import decode_many
-from tagger.jobs import end_delivery, mark_started, shadow_version, start_delivery
+from tagger.jobs import mark_started, shadow_version
 from tagger.model_slots import ModelSlots
 from tagger.registry import get_active_model_version, get_model_version
 from tagger.settings import Settings

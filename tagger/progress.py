@@ -10,7 +10,8 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy.orm import Session
 
 from tagger.db import Job, utcnow
-from tagger.jobs import delivery_counts, failure_counts, get_job, list_jobs
+from tagger.deliveries import delivery_counts
+from tagger.jobs import failure_counts, get_job, list_jobs
 from tagger.states import ACTIVE_STATUSES, STALLED, JobStatus
 
 # How a long step (publishing batches, tagging in-process) reports progress to whoever

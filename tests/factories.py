@@ -214,3 +214,32 @@ def add_review_thresholds(
         fitted=None,
         defaults=Defaults(product_margin=product_margin, gender_score=gender_score),
     )
+
+
+def make_job(session_factory, n: int = 6) -> int:
+    """Items i0..i{n-1} and an import job of them in batches of 3; returns the job's id."""
+    from tagger.db import Item
+    from tagger.jobs import create_job
+    from tagger.states import JobKind
+
+    with session_factory.begin() as s:
+        s.add_all([Item(item_id=f"i{k}", image_uri=f"/x/{k}.jpg") for k in range(n)])
+        s.flush()
+        return create_job(
+            session=s,
+            kind=JobKind.IMPORT,
+            source="t",
+            item_ids=[f"i{k}" for k in range(n)],
+            batch_size=3,
+        ).id
+
+
+def ledger_rows(session_factory, job_id: int) -> dict[str, tuple]:
+    """A job's ledger rows: item id -> (state, attempts, deaths, delivery in flight)."""
+    import sqlalchemy as sa
+
+    from tagger.db import JobItem
+
+    with session_factory() as s:
+        rows = s.execute(sa.select(JobItem).where(JobItem.job_id == job_id)).scalars()
+        return {r.item_id: (r.state, r.attempts, r.deaths, r.started_at is not None) for r in rows}

@@ -7,24 +7,12 @@ import threading
 
 import sqlalchemy as sa
 
-from tagger.db import Item, Job, JobItem
-from tagger.jobs import create_job, end_delivery, hand_over, record_outcomes, start_delivery
+from tagger.db import Job, JobItem
+from tagger.jobs import create_job, hand_over, record_outcomes
 from tagger.ledger import item_states
 from tagger.progress import describe_jobs
 from tagger.states import JobKind
-
-
-def _job(session_factory, n=6):
-    with session_factory.begin() as s:
-        s.add_all([Item(item_id=f"i{k}", image_uri=f"/x/{k}.jpg") for k in range(n)])
-        s.flush()
-        return create_job(
-            session=s,
-            kind=JobKind.IMPORT,
-            source="t",
-            item_ids=[f"i{k}" for k in range(n)],
-            batch_size=3,
-        ).id
+from tests.factories import ledger_rows, make_job
 
 
 def _counts(session_factory, job_id):
@@ -35,7 +23,7 @@ def _counts(session_factory, job_id):
 
 def test_redelivered_batch_counts_once(session_factory):
     """Recording the same outcomes twice leaves the counters as after the first time."""
-    job_id = _job(session_factory)
+    job_id = make_job(session_factory)
     for _ in range(2):
         with session_factory.begin() as s:
             record_outcomes(
@@ -46,7 +34,7 @@ def test_redelivered_batch_counts_once(session_factory):
 
 def test_job_finishes_when_every_item_has_an_outcome(session_factory):
     """The job turns finished exactly when done + failed reaches total."""
-    job_id = _job(session_factory)
+    job_id = make_job(session_factory)
     with session_factory.begin() as s:
         record_outcomes(session=s, job_id=job_id, tagged=["i0", "i1", "i2"], failed={})
     with session_factory.begin() as s:
@@ -58,7 +46,7 @@ def test_job_finishes_when_every_item_has_an_outcome(session_factory):
 
 def test_failed_item_tagged_later_moves_between_counters(session_factory):
     """An item that failed and is then tagged counts as done, not as both."""
-    job_id = _job(session_factory)
+    job_id = make_job(session_factory)
     with session_factory.begin() as s:
         record_outcomes(session=s, job_id=job_id, tagged=[], failed={"i0": "corrupt_image"})
     with session_factory.begin() as s:
@@ -68,7 +56,7 @@ def test_failed_item_tagged_later_moves_between_counters(session_factory):
 
 def test_concurrent_batches_on_postgres_do_not_lose_updates(session_factory):
     """Eight threads recording disjoint and duplicate outcomes at once add up exactly."""
-    job_id = _job(session_factory, n=40)
+    job_id = make_job(session_factory, n=40)
     batches = [[f"i{k}" for k in range(b * 5, b * 5 + 5)] for b in range(8)]
     barrier = threading.Barrier(16)
 
@@ -90,7 +78,7 @@ def test_describe_one_job_lists_failures_by_reason(session_factory):
     from tagger.exceptions import MissingImage, NotAnImage
     from tagger.tags import save_batch
 
-    job_id = _job(session_factory, n=3)
+    job_id = make_job(session_factory, n=3)
     with session_factory.begin() as s:
         save_batch(
             session=s,
@@ -119,7 +107,7 @@ def test_each_job_keeps_the_reason_its_items_failed_with(session_factory):
     from tagger.jobs import failure_counts
     from tagger.tags import save_batch
 
-    first = _job(session_factory, n=3)
+    first = make_job(session_factory, n=3)
     with session_factory.begin() as s:
         failures = {"i0": MissingImage("gone"), "i1": MissingImage("gone")}
         save_batch(session=s, job_id=first, model_version="", predictions={}, failures=failures)
@@ -145,7 +133,7 @@ def test_each_job_keeps_the_reason_its_items_failed_with(session_factory):
 
 def test_a_failed_item_tagged_on_retry_loses_its_reason(session_factory):
     """A failed item that a later delivery tags is tagged in the ledger, with no reason."""
-    job_id = _job(session_factory)
+    job_id = make_job(session_factory)
     with session_factory.begin() as s:
         record_outcomes(session=s, job_id=job_id, tagged=[], failed={"i0": "storage_error"})
     with session_factory.begin() as s:
@@ -155,42 +143,10 @@ def test_a_failed_item_tagged_on_retry_loses_its_reason(session_factory):
         assert (row.state, row.reason) == ("tagged", None)
 
 
-def _items(session_factory, job_id):
-    with session_factory() as s:
-        rows = s.execute(sa.select(JobItem).where(JobItem.job_id == job_id)).scalars()
-        return {r.item_id: (r.state, r.attempts, r.deaths, r.started_at is not None) for r in rows}
-
-
-def test_delivery_that_never_ended_counts_as_a_death(session_factory):
-    """A start finds the previous delivery's in-flight mark still set: that one died."""
-    job_id = _job(session_factory)
-    batch = ["i0", "i1", "i2"]
-    for _ in range(2):  # two deliveries that never ended
-        with session_factory.begin() as s:
-            deaths = start_delivery(session=s, job_id=job_id, item_ids=batch)
-    assert deaths == {"i0": 1, "i1": 1, "i2": 1}
-    with session_factory.begin() as s:
-        end_delivery(session=s, job_id=job_id, item_ids=batch)
-        assert start_delivery(session=s, job_id=job_id, item_ids=batch) == deaths
-    assert _items(session_factory, job_id)["i0"] == ("pending", 3, 1, True)
-
-
-def test_delivery_counts_only_pending_items(session_factory):
-    """Items already tagged or failed are not counted again when their batch comes back."""
-    job_id = _job(session_factory)
-    with session_factory.begin() as s:
-        record_outcomes(session=s, job_id=job_id, tagged=["i0"], failed={"i1": "corrupt_image"})
-    with session_factory.begin() as s:
-        deaths = start_delivery(session=s, job_id=job_id, item_ids=["i0", "i1", "i2"])
-    assert deaths == {"i2": 0}
-    items = _items(session_factory, job_id)
-    assert (items["i0"][1], items["i1"][1], items["i2"][1]) == (0, 0, 1)
-
-
 def test_hand_over_closes_the_older_job_with_counters_that_add_up(session_factory):
     """Pending items taken by a newer job are moved; the older job finishes with
     done + failed + moved == total and its tagged items untouched."""
-    old = _job(session_factory)
+    old = make_job(session_factory)
     with session_factory.begin() as s:
         record_outcomes(session=s, job_id=old, tagged=["i0", "i1"], failed={"i2": "corrupt_image"})
         new = create_job(
@@ -207,7 +163,7 @@ def test_hand_over_closes_the_older_job_with_counters_that_add_up(session_factor
             6,
         )
         assert job.finished_at is not None
-    states = {k: v[0] for k, v in _items(session_factory, old).items()}
+    states = {k: v[0] for k, v in ledger_rows(session_factory, old).items()}
     assert states == {
         "i0": "tagged",
         "i1": "tagged",
@@ -222,7 +178,7 @@ def test_hand_over_closes_the_older_job_with_counters_that_add_up(session_factor
 
 def test_partial_hand_over_leaves_the_older_job_running(session_factory):
     """A job that still has pending items of its own stays open after a hand-over."""
-    old = _job(session_factory)
+    old = make_job(session_factory)
     with session_factory.begin() as s:
         new = create_job(session=s, kind=JobKind.RETAG, source="t", item_ids=["i0"], batch_size=3)
         hand_over(session=s, item_ids=["i0"], to_job_id=new.id)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from tagger.db import Item, Job, JobBatch, JobItem, make_engine, make_session_factory, upgrade
-from tagger.jobs import create_job, hand_over_job, open_job, record_outcomes, start_delivery
+from tagger.deliveries import start_delivery
+from tagger.jobs import create_job, hand_over_job, open_job, record_outcomes
 from tagger.ledger import (
     add_batches,
     batch_pages,

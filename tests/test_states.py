@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from tagger.db import Item
-from tagger.jobs import create_job, hand_over, mark_started, record_outcomes, start_delivery
+from tagger.deliveries import start_delivery
+from tagger.jobs import create_job, hand_over, mark_started, record_outcomes
 from tagger.states import ACTIVE_STATUSES, STALLED, ItemState, JobKind, JobStatus
 from tests.test_imports import PACKAGE, import_graph
 

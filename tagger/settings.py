@@ -9,6 +9,7 @@ fields here: boto3 reads the standard ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCES
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # needs to notice the kill and requeue the batch before Redis would hand it out again.
 TIME_LIMIT_MARGIN = 30
 MIN_TIME_LIMIT = 10
+ROOT_PATH = re.compile(r"(/[A-Za-z0-9_~+-][A-Za-z0-9._~+-]*)+")
 
 
 class Settings(BaseSettings):
@@ -184,6 +186,33 @@ class Settings(BaseSettings):
     presign_seconds: int = Field(
         300, ge=10, le=86_400, description="Lifetime of the page's presigned image URLs."
     )
+    web_secure_cookie: bool = Field(
+        False,
+        description="Set it when the page is served over HTTPS, directly or behind a proxy: "
+        "the session cookie then carries the Secure flag (browsers send it over HTTPS only).",
+    )
+    web_login_attempts: int = Field(
+        10,
+        ge=1,
+        le=10_000,
+        description="Failed logins for one user name, or from one client address, within "
+        "TAGGER_WEB_LOGIN_WINDOW_SECONDS before further logins for it are refused (HTTP 429) "
+        "until the window ends. Counted in Redis (TAGGER_BROKER_URL), so shared by every "
+        "`tagger web` process; logins are refused (503) while Redis cannot be reached.",
+    )
+    web_login_window_seconds: int = Field(
+        900,
+        ge=1,
+        le=86_400,
+        description="The fixed window of TAGGER_WEB_LOGIN_ATTEMPTS, seconds from the first "
+        "failure counted in it.",
+    )
+    web_root_path: str = Field(
+        "",
+        description="Path prefix the page is served under behind a proxy, e.g. /tagger for "
+        "https://host/tagger/: every link, form and redirect starts with it. The proxy may "
+        "pass requests on with the prefix or without it. Empty: served at /.",
+    )
 
     log_level: str = Field("INFO", description="Python logging level.")
 
@@ -206,6 +235,19 @@ class Settings(BaseSettings):
     def _redis_broker(cls, v: str) -> str:
         if not v.startswith(("redis://", "rediss://")):
             raise ValueError("TAGGER_BROKER_URL must be a redis:// or rediss:// URL")
+        return v
+
+    @field_validator("web_root_path")
+    @classmethod
+    def _root_path(cls, v: str) -> str:
+        # Segments of plain characters only: no empty one (// would make every link point
+        # at another host), no . or .., nothing a URL would have to escape.
+        if v and not ROOT_PATH.fullmatch(v):
+            raise ValueError(
+                "TAGGER_WEB_ROOT_PATH must be empty or a path such as /tagger: starting with "
+                "/, not ending with one, of letters, digits and _ ~ + - . (no segment "
+                f"empty or starting with .), got {v!r}"
+            )
         return v
 
     @field_validator("retag_cron")

@@ -104,8 +104,10 @@ def users_file(tmp_path) -> Path:
 
 
 @pytest.fixture
-def client(catalogue, pg_url, users_file):
-    settings = Settings(database_url=pg_url, web_users_file=users_file, web_secret=SECRET)
+def client(catalogue, pg_url, redis_url, users_file):
+    settings = Settings(
+        database_url=pg_url, broker_url=redis_url, web_users_file=users_file, web_secret=SECRET
+    )
     with TestClient(create_app(settings)) as c:
         yield c
 
@@ -381,7 +383,7 @@ def test_s3_images_are_presigned_urls_without_the_secret_key(
 
 
 def test_add_user_prompts_twice_hidden_and_the_user_can_log_in(
-    catalogue, pg_url, tmp_path, monkeypatch
+    catalogue, pg_url, redis_url, tmp_path, monkeypatch
 ):
     """`tagger web add-user` asks for the password twice (not echoed), appends one line,
     refuses the same name again; the new user can log in."""
@@ -398,7 +400,9 @@ def test_add_user_prompts_twice_hidden_and_the_user_can_log_in(
     assert line.startswith("cy:pbkdf2_sha256$600000$") and path.stat().st_mode & 0o077 == 0
     again = runner.invoke(cli, ["web", "add-user", "cy", "--password-stdin"], input="x" * 9)
     assert again.exit_code != 0 and "already in" in str(again.exception)
-    settings = Settings(database_url=pg_url, web_users_file=path, web_secret=SECRET)
+    settings = Settings(
+        database_url=pg_url, broker_url=redis_url, web_users_file=path, web_secret=SECRET
+    )
     with TestClient(create_app(settings)) as c:
         assert "Signed in as <strong>cy</strong>" in _log_in(c, name="cy").text
 
@@ -408,3 +412,28 @@ def test_a_user_removed_from_the_file_is_logged_out(client, users_file):
     assert "Signed in as" in _log_in(client).text
     users_file.write_text("# nobody\n")
     assert "Signed in as" not in client.get("/").text
+
+
+@pytest.mark.parametrize("secure", [True, False])
+def test_the_session_cookie_is_secure_only_when_set(
+    catalogue, pg_url, redis_url, users_file, secure
+):
+    """TAGGER_WEB_SECURE_COOKIE on: the cookie a login sets carries Secure (sent over
+    HTTPS only); off (the default), it does not. HttpOnly and SameSite=Lax either way."""
+    settings = Settings(
+        database_url=pg_url,
+        broker_url=redis_url,
+        web_users_file=users_file,
+        web_secret=SECRET,
+        web_secure_cookie=secure,
+    )
+    assert Settings.model_fields["web_secure_cookie"].default is False
+    with TestClient(create_app(settings), base_url="https://testserver") as c:
+        token = _csrf(c.get("/login").text)
+        form = {"name": "ana", "password": PASSWORD, "csrf": token}
+        done = c.post("/login", data=form, follow_redirects=False)
+    assert done.status_code == 303
+    flags = [f.strip().lower() for f in done.headers["set-cookie"].split(";")]
+    assert flags[0].startswith("tagger_session=")
+    assert ("secure" in flags) is secure
+    assert "httponly" in flags and "samesite=lax" in flags

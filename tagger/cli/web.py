@@ -39,7 +39,10 @@ def web(click_ctx: click.Context, host: str | None, port: int | None) -> None:
     port = port or settings.web_port
     if not (settings.web_users_file or settings.web_auth_header):
         click.echo("no users configured (TAGGER_WEB_USERS_FILE): the page is read-only", err=True)
-    click.echo(f"tagger web on http://{host}:{port}/", err=True)
+    # The page's own URLs start with TAGGER_WEB_ROOT_PATH; create_app serves it with or
+    # without the prefix on incoming paths (tagger.web.paths), so it is not given to uvicorn
+    # as well: uvicorn's root_path would prefix paths that already carry it a second time.
+    click.echo(f"tagger web on http://{host}:{port}{settings.web_root_path}/", err=True)
     uvicorn.run(
         create_app(settings),
         host=host,

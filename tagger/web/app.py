@@ -4,7 +4,9 @@ engine, S3 client and users; nothing is made at import time.
 Pages are rendered on the server (Jinja2, autoescaped) and work without JavaScript.
 Anyone who can reach the page may look; correcting a tag needs a user (tagger.web.auth),
 and every form carries the session's CSRF token, checked on every POST. After a POST the
-browser is redirected (303) to a page to GET, so reloading never submits twice.
+browser is redirected (303) to a page to GET, so reloading never submits twice. Failed
+logins are throttled through Redis (tagger.web.throttle); every URL the page writes starts
+with ``web_root_path`` (tagger.web.paths).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from tagger.settings import Settings
 from tagger.storage import S3Client
 from tagger.web import auth, images, queries
 from tagger.web.params import parse_filters
+from tagger.web.paths import RootPath, safe_next
+from tagger.web.throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
@@ -51,17 +55,21 @@ CSP = (
 
 
 def create_app(settings: Settings, *, s3_client: S3Client | None = None) -> FastAPI:
-    """The application over ``settings.database_url``. ``s3_client`` replaces the one
-    built from the settings (tests)."""
+    """The application over ``settings.database_url``, its failed logins counted in Redis
+    at ``settings.broker_url``, its URLs under ``settings.web_root_path``. ``s3_client``
+    replaces the one built from the settings (tests)."""
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
     s3 = s3_client if s3_client is not None else images.make_presign_client(settings)
     users = auth.Users(settings.web_users_file)
+    throttle = LoginThrottle.from_settings(settings)
+    root = settings.web_root_path  # every URL the page writes starts with it
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         engine.dispose()
+        throttle.close()
 
     app = FastAPI(
         title="tagger review", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
@@ -71,7 +79,9 @@ def create_app(settings: Settings, *, s3_client: S3Client | None = None) -> Fast
         secret_key=auth.session_secret(settings),
         session_cookie="tagger_session",
         max_age=SESSION_SECONDS,
+        path=root or "/",
         same_site="lax",
+        https_only=settings.web_secure_cookie,
     )
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     env = jinja2.Environment(
@@ -80,6 +90,7 @@ def create_app(settings: Settings, *, s3_client: S3Client | None = None) -> Fast
     env.filters["score"] = lambda v: "-" if v is None else f"{float(v):.3f}"
     env.filters["when"] = when
     env.globals["describe"] = describe
+    env.globals["root"] = root
     templates = Jinja2Templates(env=env)
 
     def user_of(request: Request) -> str | None:
@@ -97,7 +108,7 @@ def create_app(settings: Settings, *, s3_client: S3Client | None = None) -> Fast
     def image_src(item_id: str, uri: str) -> str | None:
         if images.is_remote(uri):
             return images.presigned_url(uri, s3_client=s3, seconds=settings.presign_seconds)
-        return "/image?" + urlencode({"id": item_id})
+        return f"{root}/image?" + urlencode({"id": item_id})
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Callable) -> Response:
@@ -145,7 +156,7 @@ def create_app(settings: Settings, *, s3_client: S3Client | None = None) -> Fast
             count=count,
             cap=COUNT_CAP,
             back=urlencode(kept),
-            next_url="/?" + urlencode({**kept, "after": page.next_after})
+            next_url=f"{root}/?" + urlencode({**kept, "after": page.next_after})
             if page.next_after
             else None,
         )
@@ -191,7 +202,7 @@ def create_app(settings: Settings, *, s3_client: S3Client | None = None) -> Fast
 
     def back_to(item_id: str, back: str) -> RedirectResponse:
         query = {"id": item_id, **({"back": back} if back else {})}
-        return RedirectResponse("/item?" + urlencode(query), status_code=303)
+        return RedirectResponse(f"{root}/item?" + urlencode(query), status_code=303)
 
     def flash(request: Request, message: str, kind: str = "ok") -> None:
         request.session.setdefault("flash", []).append({"kind": kind, "text": message})
@@ -233,46 +244,45 @@ def create_app(settings: Settings, *, s3_client: S3Client | None = None) -> Fast
         return back_to(item_id, back)
 
     @app.get("/login")
-    def login_page(request: Request, next: str = "/") -> Response:
-        target = safe_next(next)
+    def login_page(request: Request, next: str = "") -> Response:
+        target = safe_next(next, root)
         return render(request, "login.html", next=target, error=None, users_file=users.enabled)
 
     @app.post("/login")
     async def login(request: Request) -> Response:
         form, _ = await checked_form(request, need_user=False)
-        target = safe_next(str(form.get("next", "/")))
+        target = safe_next(str(form.get("next", "")), root)
         if not users.enabled:
             raise HTTPException(403, "No users are configured: the page is read-only.")
         name, password = str(form.get("name", "")), str(form.get("password", ""))
-        who = await run_in_threadpool(users.authenticate, name, password)
-        if who is None:
-            # The same answer whether the name or the password was wrong.
-            log.info("failed login from %s", request.client.host if request.client else "?")
-            error = "Wrong user name or password."
-            return render(
-                request, "login.html", status=401, next=target, error=error, users_file=True
-            )
-        auth.log_in(request, who)
+        address = request.client.host if request.client else "?"
+        # Counted in Redis across processes; over the limit, no password is checked.
+        verdict = await run_in_threadpool(
+            throttle.attempt, name, password, address, users.authenticate
+        )
+        if verdict.user is None:
+            if verdict.status == 401:  # the same answer for a wrong name or password
+                log.info("failed login from %s", address)
+            shown = {"next": target, "error": verdict.message, "users_file": True}
+            page = render(request, "login.html", verdict.status, **shown)
+            if verdict.retry_after:
+                page.headers["Retry-After"] = str(verdict.retry_after)
+            return page
+        auth.log_in(request, verdict.user)
         return RedirectResponse(target, status_code=303)
 
     @app.post("/logout")
     async def logout(request: Request) -> Response:
         await checked_form(request, need_user=False)
         request.session.clear()
-        return RedirectResponse("/", status_code=303)
+        return RedirectResponse(f"{root}/", status_code=303)
 
     @app.get("/healthz")
     def healthz() -> Response:
         return PlainTextResponse("ok")
 
+    app.add_middleware(RootPath, prefix=root)  # outermost: routes see the prefix first
     return app
-
-
-def safe_next(target: str) -> str:
-    """Where to go after a login: a path on this site only (never another host)."""
-    if target.startswith("/") and not target.startswith(("//", "/\\")) and "\n" not in target:
-        return target
-    return "/"
 
 
 def when(value: object) -> str:

@@ -216,13 +216,18 @@ def add_review_thresholds(
     )
 
 
-def make_job(session_factory, n: int = 6) -> int:
-    """Items i0..i{n-1} and an import job of them in batches of 3; returns the job's id."""
+def make_job(
+    session_factory, n: int = 6, *, batch_size: int = 3, active_version: str | None = None
+) -> int:
+    """Items i0..i{n-1} and an import job of them in batches of ``batch_size`` (with
+    ``active_version`` registered and active first, if given); returns the job's id."""
     from tagger.db import Item
     from tagger.jobs import create_job
     from tagger.states import JobKind
 
     with session_factory.begin() as s:
+        if active_version is not None:
+            add_model_version(s, active_version, activate=True)
         s.add_all([Item(item_id=f"i{k}", image_uri=f"/x/{k}.jpg") for k in range(n)])
         s.flush()
         return create_job(
@@ -230,7 +235,7 @@ def make_job(session_factory, n: int = 6) -> int:
             kind=JobKind.IMPORT,
             source="t",
             item_ids=[f"i{k}" for k in range(n)],
-            batch_size=3,
+            batch_size=batch_size,
         ).id
 
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from tagger.db import Failure, Item, Tag
+from tagger.db import Failure, Tag
 from tagger.exceptions import CorruptImage
-from tagger.jobs import create_job
 from tagger.scoring import Prediction
-from tagger.states import JobKind
 from tagger.tags import TagQuery, iter_tags, query_tags, save_batch
-from tests.factories import add_model_version
+from tests.factories import add_model_version, make_job
 
 
 def _pred(gender, gs, product, ps):
@@ -18,17 +16,7 @@ def _pred(gender, gs, product, ps):
 
 
 def _setup(session_factory, n=4):
-    with session_factory.begin() as s:
-        add_model_version(s, "v1", activate=True)
-        s.add_all([Item(item_id=f"i{k}", image_uri=f"/x/{k}.jpg") for k in range(n)])
-        s.flush()
-        return create_job(
-            session=s,
-            kind=JobKind.IMPORT,
-            source="t",
-            item_ids=[f"i{k}" for k in range(n)],
-            batch_size=n,
-        ).id
+    return make_job(session_factory, n, batch_size=n, active_version="v1")
 
 
 def _count(session_factory, model):

@@ -109,6 +109,7 @@ def compare_in_process(
     batch_size: int,
     sample: int | None = None,
     from_job: int | None = None,
+    labelled: int | None = None,
     on_batch: OnProgress | None = None,
 ) -> ShadowPlan:
     """`tagger model compare` without workers (the embedded mode, or ``--in-process``):
@@ -122,6 +123,7 @@ def compare_in_process(
             batch_size=batch_size,
             sample=sample,
             from_job=from_job,
+            labelled=labelled,
         )
         pending = count_pending(session=session, job_id=plan.job_id)
     tagger = BatchTagger(settings, sessions)

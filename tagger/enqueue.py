@@ -252,6 +252,7 @@ def compare_and_queue(
     batch_size: int,
     sample: int | None = None,
     from_job: int | None = None,
+    labelled: int | None = None,
     on_sent: OnProgress | None = None,
 ) -> ShadowPlan:
     """Plan a shadow job of ``candidate`` (tagger.shadow.plan_shadow_job), commit it, then
@@ -265,6 +266,7 @@ def compare_and_queue(
             batch_size=batch_size,
             sample=sample,
             from_job=from_job,
+            labelled=labelled,
         )
     if not plan.reused:
         publish_pending(

@@ -26,6 +26,11 @@ from tagger.states import JobKind
 
 #: Items a comparison samples when neither a size nor a job is given.
 DEFAULT_SAMPLE = 1_000
+#: Labelled items that join a comparison at most (a random sample of them when there
+#: are more): enough to tell two versions' accuracy apart by a few tenths of a percent,
+#: while a catalogue with hundreds of thousands of corrections does not tag them all for
+#: every candidate.
+DEFAULT_LABELLED = 10_000
 #: TABLESAMPLE reads this many times the rows wanted (whole pages at random), then picks
 #: the sample among them: about one item per page read, so items that sit together (ids
 #: imported together, likely alike) do not come in clumps, at a few hundred pages' cost.
@@ -66,10 +71,13 @@ def plan_shadow_job(
     batch_size: int,
     sample: int | None = None,
     from_job: int | None = None,
+    labelled: int | None = None,
 ) -> ShadowPlan:
     """Create a shadow job of ``candidate`` (in the caller's transaction; publish after the
     commit) over a random sample of ``sample`` items the active version has tagged, or over
-    the items of job ``from_job``, and every labelled item either way (the ground truth).
+    the items of job ``from_job``, and the labelled items either way (the ground truth):
+    every one, or a random ``labelled`` of them (default DEFAULT_LABELLED) when there are
+    more.
     ``from_job`` naming a shadow job of the candidate itself creates nothing: that job is
     the comparison's (`--no-wait`, then `--job ID` to report)."""
     get_model_version(session=session, version=candidate)  # UnknownModelVersion
@@ -106,10 +114,13 @@ def plan_shadow_job(
         batch_size=batch_size,
         model_version=candidate,
     )
-    # Items that still exist (a job's members may have gone since), each once.
+    # Items that still exist (a job's members may have gone since), each once. random()
+    # is Postgres's and SQLite's both; sorting the labels' ids is cheap beside tagging.
     ids_sql = (
-        f"SELECT item_id FROM items WHERE item_id IN ({chosen}) UNION SELECT item_id FROM labels"
+        f"SELECT item_id FROM items WHERE item_id IN ({chosen}) UNION SELECT item_id FROM "
+        "(SELECT item_id FROM labels ORDER BY random() LIMIT :labelled) AS labelled"
     )
+    params["labelled"] = DEFAULT_LABELLED if labelled is None else labelled
     _, items = write_batches(
         session=session, job_id=job.id, ids_sql=ids_sql, batch_size=batch_size, params=params
     )

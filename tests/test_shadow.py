@@ -188,6 +188,30 @@ def test_sample_is_random_tagged_items_plus_every_labelled_one(sessions):
         assert s.scalar(sa.select(sa.func.count()).select_from(Job)) == 3  # none added
 
 
+def test_labelled_items_join_up_to_the_limit_as_a_random_sample(sessions):
+    """Every labelled item joins a comparison by default; with a limit, that many of them,
+    a different random choice from one comparison to the next, and 0 adds none."""
+    _catalogue(sessions)
+    extra = [f"l{k:02d}" for k in range(12)]
+    with sessions.begin() as s:
+        s.add_all([Item(item_id=i, image_uri=f"/x/{i}.jpg") for i in extra])
+        s.flush()
+        for i in extra:
+            set_label(session=s, item_id=i, by="ana", product_type="Pants")
+    chosen = set()
+    with sessions.begin() as s:
+        everything = plan_shadow_job(session=s, candidate="v2", batch_size=4, sample=2)
+        assert (everything.items, everything.labelled) == (14, 12)
+        for _ in range(8):
+            plan = plan_shadow_job(session=s, candidate="v2", batch_size=4, sample=2, labelled=5)
+            members = set(pending_ids(session=s, job_id=plan.job_id))
+            assert (plan.items, plan.labelled) == (7, 5) and len(members & set(extra)) == 5
+            chosen.add(frozenset(members & set(extra)))
+        none = plan_shadow_job(session=s, candidate="v2", batch_size=4, sample=2, labelled=0)
+        assert (none.items, none.labelled) == (2, 0)
+    assert len(chosen) > 1  # 8 draws of 5 from 12 are all alike with odds of about 1e-20
+
+
 def test_sample_reads_a_tablesample_of_a_large_table_and_falls_back(db, session_factory):
     """On Postgres a table far larger than the sample is read through TABLESAMPLE (the
     sample is still n distinct tagged items); when that finds too few, the whole table."""

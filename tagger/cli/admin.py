@@ -123,6 +123,11 @@ def _activate(ctx: Context, version: str, *, force: bool, registered: bool = Fal
     help="Random items the active version tagged (default 1,000); labelled items join too.",
 )
 @click.option(
+    "--labelled",
+    type=click.IntRange(0, 10_000_000),
+    help="Labelled items that join, at most (a random sample; default 10,000).",
+)
+@click.option(
     "--job",
     "job_id",
     type=click.IntRange(1),
@@ -153,6 +158,7 @@ def model_compare(
     ctx: Context,
     candidate: str,
     sample: int | None,
+    labelled: int | None,
     job_id: int | None,
     out: Path,
     wait: bool,
@@ -176,6 +182,7 @@ def model_compare(
         batch_size=batch_size or ctx.settings.batch_size,
         sample=sample,
         from_job=job_id,
+        labelled=labelled,
     )
     # The embedded mode (SQLite) has no broker: the job is tagged here, as `tagger run` does.
     with progress_bar(counts=True) as on_progress:

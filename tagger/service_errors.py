@@ -22,7 +22,7 @@ import redis.exceptions
 import sqlalchemy.exc
 
 from tagger.exceptions import TaggerError
-from tagger.settings import Settings, _mask_url_password
+from tagger.settings import Settings, mask_url_password
 
 EXIT_ERROR = 1
 EXIT_UNAVAILABLE = 69  # sysexits.h EX_UNAVAILABLE: a service is down, retry later
@@ -141,7 +141,7 @@ def _database(e: sqlalchemy.exc.DBAPIError, settings: Settings | None) -> Unreac
 
 def _s3_url(e: BaseException, settings: Settings | None) -> str:
     if settings is not None and settings.s3_endpoint_url:
-        return _mask_url_password(settings.s3_endpoint_url)
+        return mask_url_password(settings.s3_endpoint_url)
     # AWS itself: botocore knows which regional endpoint it tried; keep only its host.
     tried = getattr(e, "kwargs", {}).get("endpoint_url")
     if tried:

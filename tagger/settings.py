@@ -222,7 +222,7 @@ class Settings(BaseSettings):
         if not v.startswith(("postgresql", "sqlite")):
             raise ValueError(
                 "TAGGER_DATABASE_URL must be a postgresql or sqlite URL, "
-                f"got {_mask_url_password(v)!r}"
+                f"got {mask_url_password(v)!r}"
             )
         if v.startswith("postgresql://"):
             # A bare postgresql:// makes SQLAlchemy pick its default driver (psycopg 3),
@@ -332,7 +332,7 @@ class Settings(BaseSettings):
 
         out: dict[str, object] = self.model_dump()
         out["database_url"] = make_url(self.database_url).render_as_string(hide_password=True)
-        out["broker_url"] = _mask_url_password(self.broker_url)
+        out["broker_url"] = mask_url_password(self.broker_url)
         return out
 
 
@@ -346,7 +346,8 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _mask_url_password(url: str) -> str:
+def mask_url_password(url: str) -> str:
+    """``url`` with its password (if any) shown as ``***``: safe to log or print."""
     from urllib.parse import urlsplit, urlunsplit
 
     parts = urlsplit(url)

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import redis
 import redis.exceptions
 
-from tagger.settings import Settings, _mask_url_password
+from tagger.settings import Settings, mask_url_password
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class LoginThrottle:
             said = said.replace(password, "***")
         log.error(
             "login refused: the login throttle's Redis at %s cannot be reached (%s: %s)",
-            _mask_url_password(self.url),
+            mask_url_password(self.url),
             type(exc).__name__,
             said,
         )

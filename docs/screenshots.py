@@ -9,7 +9,9 @@ first 8 items with the catalogue's true values (`tagger labels set`), a second m
 trained on the demo's training set with another seed, registered and
 compared with the active one in-process (`tagger model compare --in-process`, whose heat
 map is kept), then `tagger web` serves the page and Debian's chromium, driven by
-Playwright, logs in and photographs the review queue and the first item in it.
+Playwright, logs in and photographs the review queue and the first item in it. The login
+is throttled through Redis, so Redis must answer at TAGGER_BROKER_URL (by default the
+local one the tests use).
 """
 
 from __future__ import annotations
